@@ -1,0 +1,269 @@
+"""Every event type of the wire contract (SPEC section 3), one frozen model each.
+
+Source events are facts from outside (runs, signals, prices, commands, regimes,
+policy, proposals); every other event is derived and gets an id from its causes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.envelope import Event, WireModel
+from schemas.policy import Policy
+
+
+class Direction(StrEnum):
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class Regime(StrEnum):
+    RISK_OFF = "RISK_OFF"
+    HIGH_VOL = "HIGH_VOL"
+    MIXED = "MIXED"
+    RISK_ON = "RISK_ON"
+
+
+class Decision(StrEnum):
+    HOLD = "HOLD"
+    PROMOTE = "PROMOTE"
+    KILL = "KILL"
+    RETIRE = "RETIRE"
+    KILLED = "KILLED"
+
+
+TargetType = Literal["agent", "strategy_class"]
+KillSource = Literal["auto", "operator", "breach", "expiry"]
+
+
+class RunCompleted(Event):
+    TYPE: ClassVar[str] = "run.completed"
+    agent: str = Field(min_length=1)
+    run_id: uuid.UUID
+    started_at: datetime
+    latency_ms: float = Field(ge=0)
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    strategy_class: str | None = None
+    # Set when the kill-switch guard refused to run the agent: the run is recorded
+    # as a fact, but it never executed.
+    skipped_reason: str | None = None
+
+
+class SignalEmitted(Event):
+    TYPE: ClassVar[str] = "signal.emitted"
+    agent: str = Field(min_length=1)
+    run_id: uuid.UUID
+    symbol: str = Field(min_length=1)
+    direction: Direction
+    confidence: float = Field(ge=0, le=1)
+    prob_up: float | None = Field(default=None, ge=0, le=1)
+    score_final: float | None = None
+    regime: str | None = None
+    strategy_class: str | None = None
+
+
+class PriceObserved(Event):
+    """A price that stands for the instant `ts` (for a candle: its close time)."""
+
+    TYPE: ClassVar[str] = "price.observed"
+    symbol: str = Field(min_length=1)
+    price: float = Field(gt=0)
+    source: str = "file"
+    interval: str | None = None
+
+
+class SignalReconciled(Event):
+    TYPE: ClassVar[str] = "signal.reconciled"
+    signal_id: uuid.UUID
+    run_id: uuid.UUID
+    agent: str
+    symbol: str
+    direction: Direction
+    horizon_hours: int
+    entry_ts: datetime
+    entry_price: float
+    exit_ts: datetime
+    exit_price: float
+    realized_pnl_bps: float
+    regime: str | None = None
+    confidence: float
+    score_final: float | None = None
+    strategy_class: str | None = None
+
+
+class ConfidenceUpdated(Event):
+    TYPE: ClassVar[str] = "confidence.updated"
+    agent: str
+    mult: float
+    recent_sum_bps: float
+    horizon_hours: int
+
+
+class DecisionMade(Event):
+    TYPE: ClassVar[str] = "decision.made"
+    agent: str
+    decision: Decision
+    previous: Decision | None = None
+    reasons: list[str] = Field(default_factory=list)
+    retirement_score: int
+    retirement_label: Literal["KEEP", "WATCH", "RETIRE"]
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperatorCommand(Event):
+    """A request from an operator; only valid once its signature is verified."""
+
+    target_type: TargetType
+    target: str = Field(min_length=1)
+    reason: str = ""
+    actor: str = Field(min_length=1)
+    nonce: str = Field(min_length=8)
+    signature: str = ""
+    until: datetime | None = None
+
+
+class KillRequested(OperatorCommand):
+    TYPE: ClassVar[str] = "kill.requested"
+
+
+class ReviveRequested(OperatorCommand):
+    TYPE: ClassVar[str] = "revive.requested"
+
+
+class KillFact(Event):
+    """A change of the kill list; written only by the supervisor."""
+
+    target: str
+    source: KillSource
+    reason: str = ""
+    actor: str = "supervisor"
+    until: datetime | None = None
+    cause_id: uuid.UUID | None = None
+
+
+class AgentKilled(KillFact):
+    TYPE: ClassVar[str] = "agent.killed"
+
+
+class AgentRevived(KillFact):
+    TYPE: ClassVar[str] = "agent.revived"
+
+
+class StrategyKilled(KillFact):
+    TYPE: ClassVar[str] = "strategy.killed"
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategyRevived(KillFact):
+    TYPE: ClassVar[str] = "strategy.revived"
+
+
+class RegimeChanged(Event):
+    TYPE: ClassVar[str] = "regime.changed"
+    regime: str
+    source: str = "operator"
+
+
+class AllocationUpdated(Event):
+    TYPE: ClassVar[str] = "allocation.updated"
+    weights: dict[str, float]
+    regime: str | None = None
+    regime_cap: float
+    cash_weight: float
+    capital: dict[str, Any] = Field(default_factory=dict)
+
+
+class OrderIntent(Event):
+    TYPE: ClassVar[str] = "order.intent"
+    signal_id: uuid.UUID
+    agent: str
+    strategy_class: str | None = None
+    symbol: str
+    direction: Direction
+    target_usd: float
+    mode: Literal["shadow", "live"]
+    routed: bool
+    reason: str
+
+
+class AgentSpawned(Event):
+    TYPE: ClassVar[str] = "agent.spawned"
+    child: str = Field(min_length=1)
+    parent: str | None = None
+    reason: str = ""
+    proposal_id: str | None = None
+    strategy_class: str | None = None
+
+
+class EvalPlan(WireModel):
+    offline: list[str] = Field(min_length=1)
+    live_shadow: list[str] = Field(min_length=1)
+
+
+class AgentProposal(WireModel):
+    """What the LLM must return for each proposed agent (SPEC section 8)."""
+
+    name: str = Field(min_length=1)
+    strategy_class: str = Field(min_length=1)
+    regime_trigger: str
+    thesis: str = Field(min_length=1)
+    data_sources: list[str] = Field(min_length=1)
+    signals: list[str] = Field(min_length=1)
+    eval_plan: EvalPlan
+    risk_controls: list[str] = Field(min_length=1)
+    expected_edge: str
+    parent_agent: str | None = None
+
+
+class AgentProposed(AgentProposal, Event):
+    TYPE: ClassVar[str] = "agent.proposed"
+    proposal_id: str = Field(min_length=1)
+
+
+class PolicyUpdated(Policy, Event):
+    """The whole policy in force from `ts` on; folding it means replacing it."""
+
+    TYPE: ClassVar[str] = "policy.updated"
+
+
+class EventRejected(Event):
+    TYPE: ClassVar[str] = "event.rejected"
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    raw_value: str = Field(description="the rejected record's value, base64")
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.TYPE: model
+    for model in (
+        RunCompleted,
+        SignalEmitted,
+        PriceObserved,
+        SignalReconciled,
+        ConfidenceUpdated,
+        DecisionMade,
+        KillRequested,
+        ReviveRequested,
+        AgentKilled,
+        AgentRevived,
+        StrategyKilled,
+        StrategyRevived,
+        RegimeChanged,
+        AllocationUpdated,
+        OrderIntent,
+        AgentSpawned,
+        AgentProposed,
+        PolicyUpdated,
+        EventRejected,
+    )
+}

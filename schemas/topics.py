@@ -1,0 +1,78 @@
+"""The topic catalogue: names, keys and types are the public contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Origin = Literal["source", "derived", "internal"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    partitions: int
+    origin: Origin
+    types: frozenset[str]
+    # Only the latest record per key matters (a restore may drop older ones).
+    compacted: bool = False
+
+    def full_name(self, prefix: str = "") -> str:
+        return f"{prefix}{self.name}"
+
+
+# Agent-keyed topics share one partition count so Faust co-partitions them:
+# a worker that owns partition p of `runs` also owns partition p of `reconciled`.
+AGENT_PARTITIONS = 4
+# Fleet-wide state (kill list, regime, policy) lives on one partition so every
+# reader sees one total order.
+FLEET_PARTITIONS = 1
+
+_KILL_TYPES = frozenset({"agent.killed", "agent.revived", "strategy.killed", "strategy.revived"})
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TopicSpec("runs", "agent", AGENT_PARTITIONS, "source", frozenset({"run.completed"})),
+    TopicSpec("signals", "agent", AGENT_PARTITIONS, "source", frozenset({"signal.emitted"})),
+    TopicSpec("prices", "symbol", AGENT_PARTITIONS, "source", frozenset({"price.observed"})),
+    TopicSpec(
+        "commands",
+        "target",
+        FLEET_PARTITIONS,
+        "source",
+        frozenset({"kill.requested", "revive.requested"}),
+    ),
+    TopicSpec("regimes", "fleet", FLEET_PARTITIONS, "source", frozenset({"regime.changed"})),
+    TopicSpec("policy", "fleet", FLEET_PARTITIONS, "source", frozenset({"policy.updated"})),
+    TopicSpec(
+        "proposals", "proposal_id", FLEET_PARTITIONS, "source", frozenset({"agent.proposed"})
+    ),
+    TopicSpec("reconciled", "agent", AGENT_PARTITIONS, "derived", frozenset({"signal.reconciled"})),
+    TopicSpec(
+        "confidence", "agent", AGENT_PARTITIONS, "derived", frozenset({"confidence.updated"})
+    ),
+    TopicSpec("decisions", "agent", AGENT_PARTITIONS, "derived", frozenset({"decision.made"})),
+    TopicSpec("kills", "target", FLEET_PARTITIONS, "derived", _KILL_TYPES),
+    TopicSpec(
+        "allocations", "fleet", FLEET_PARTITIONS, "derived", frozenset({"allocation.updated"})
+    ),
+    TopicSpec("orders", "agent", AGENT_PARTITIONS, "derived", frozenset({"order.intent"})),
+    TopicSpec("lineage", "child", FLEET_PARTITIONS, "derived", frozenset({"agent.spawned"})),
+    TopicSpec(
+        "deadletter", "original key", FLEET_PARTITIONS, "derived", frozenset({"event.rejected"})
+    ),
+    # Signals re-keyed by symbol so the price join is co-partitioned with `prices`.
+    TopicSpec(
+        "signals-by-symbol", "symbol", AGENT_PARTITIONS, "internal", frozenset({"signal.emitted"})
+    ),
+)
+
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
+
+
+def topic(name: str) -> TopicSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        known = ", ".join(BY_NAME)
+        raise KeyError(f"unknown topic {name!r}; the catalogue has: {known}") from None
