@@ -1,0 +1,33 @@
+"""Per-agent (or per-class, or portfolio) statistics as they travel in events and reports.
+
+Computed by `streams.agents.stats`; read by the supervisor's rules. `None` means
+"not known" (no trades, no runs), never zero.
+"""
+
+from __future__ import annotations
+
+from schemas.envelope import WireModel
+
+
+class AgentStats(WireModel):
+    trades: int = 0
+    runs: int = 0
+    errors: int = 0
+    pnl_sum_bps: float = 0.0
+    hit_rate: float | None = None
+    error_rate: float | None = None
+    avg_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    max_drawdown_bps: float = 0.0
+    cvar95_bps: float | None = None
+    mean_pnl_bps: float | None = None
+    std_pnl_bps: float | None = None
+    sharpe: float | None = None
+    sortino: float | None = None
+    smart_sharpe: float | None = None
+    profit_factor: float | None = None
+    expectancy_bps: float | None = None
+    information_coefficient: float | None = None
