@@ -1,0 +1,1 @@
+"""Broker plumbing: the embedded Tansu process, topic creation, the durable log."""

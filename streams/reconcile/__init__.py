@@ -1,0 +1,1 @@
+"""Reconciliation: signals meet prices and become realized PnL (SPEC section 5)."""
