@@ -30,9 +30,10 @@ Semantics (SPEC section 5):
 
 Order guarantee: the set of outcomes equals the one computed from the complete
 price history, whatever the interleaving of signals with prices, provided
-(1) for every (signal, h), every price with ts <= t0 + h arrives before any price
-with ts > t0 + h (a stream in time order satisfies this; prices may be shuffled
-between horizon ends), and (2) each signal arrives while it is within retention.
+(1) prices arrive in time order *around every horizon end* e = t0 + h: all prices
+with ts < e, then a price at exactly e (if any), then prices with ts > e. A
+stream in time order satisfies this; prices may be shuffled freely between
+horizon ends. (2) Each signal arrives while it is within retention.
 A price that arrives after its horizon closed is stored but does not reopen it.
 """
 
@@ -140,18 +141,22 @@ def apply_price(
     index = bisect_left(book.prices, price.ts, key=_ts)
     if index < len(book.prices) and book.prices[index].ts == price.ts:
         return book, []  # duplicate instant: the first price seen wins
-    prices = (*book.prices[:index], PricePoint(ts=price.ts, price=price.price), *book.prices[index:])
+    point = PricePoint(ts=price.ts, price=price.price)
+    prices = (*book.prices[:index], point, *book.prices[index:])
     watermark = prices[-1].ts
     if before is not None and watermark == before:
         return book.model_copy(update={"prices": prices}), []
 
     staleness = _staleness(thresholds)
-    outcomes: list[Outcome] = []
+    outcomes: list[tuple[tuple[datetime, str, int], Outcome]] = []
     pending: list[PendingSignal] = []
     settled = list(book.settled)
     for entry in book.pending:
         due = [h for h in entry.open_horizons if entry.signal.ts + _hours(h) <= watermark]
-        outcomes += [_settle(prices, entry.signal, h, staleness) for h in due]
+        outcomes += [
+            (_settle_order(entry.signal, h), _settle(prices, entry.signal, h, staleness))
+            for h in due
+        ]
         still_open = tuple(h for h in entry.open_horizons if h not in due)
         if still_open:
             pending.append(PendingSignal(signal=entry.signal, open_horizons=still_open))
@@ -166,9 +171,8 @@ def apply_price(
             key=lambda done: (done.ts, str(done.signal_id)),
         )
     )
-    outcomes.sort(key=_outcome_order)
     new_book = SymbolBook(prices=kept_prices, pending=tuple(pending), settled=kept_settled)
-    return new_book, outcomes
+    return new_book, [outcome for _, outcome in sorted(outcomes, key=lambda pair: pair[0])]
 
 
 def apply_signal(
@@ -267,9 +271,7 @@ class ReconcileCounts(WireModel):
         rows = {(row.symbol, row.horizon_hours): row for row in self.rows}
         for symbol, h in pending:
             rows.setdefault((symbol, h), HorizonCount(symbol=symbol, horizon_hours=h))
-        return [
-            rows[key].model_copy(update={"pending": pending[key]}) for key in sorted(rows)
-        ]
+        return [rows[key].model_copy(update={"pending": pending[key]}) for key in sorted(rows)]
 
 
 def _settle(
@@ -306,9 +308,7 @@ def _settle(
     )
 
 
-def _unreconcilable(
-    signal: SignalEmitted, h: int, reason: UnreconcilableReason
-) -> Unreconcilable:
+def _unreconcilable(signal: SignalEmitted, h: int, reason: UnreconcilableReason) -> Unreconcilable:
     return Unreconcilable(
         signal_id=signal.event_id,
         agent=signal.agent,
@@ -323,8 +323,9 @@ def _latest_at_or_before(prices: tuple[PricePoint, ...], at: datetime) -> PriceP
     return prices[index - 1] if index else None
 
 
-def _outcome_order(outcome: Outcome) -> tuple[str, int]:
-    return (str(outcome.signal_id), outcome.horizon_hours)
+def _settle_order(signal: SignalEmitted, h: int) -> tuple[datetime, str, int]:
+    """Emit in exit-time order, so downstream folds see reconciliations as time passes."""
+    return (signal.ts + _hours(h), str(signal.event_id), h)
 
 
 def _ts(point: PricePoint) -> datetime:
