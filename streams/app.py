@@ -46,7 +46,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> faust.App:
-    app = faust.App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
+    app = faust.App(settings.group_id, **faust_settings(settings))
     topics = {
         spec.name: app.topic(
             settings.topic(spec.name),

@@ -17,7 +17,7 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 
 
-class SeekFirstRecovery(Recovery):  # type: ignore[misc]
+class SeekFirstRecovery(Recovery):
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         consumer = self.app.consumer
         self.log.info("Restore complete!")

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
             )
         return f"{parsed.hostname}:{parsed.port or 9092}"
 
+    @property
+    def group_id(self) -> str:
+        """Faust app id = consumer group id; prefixed so tests never share a group."""
+        return f"{self.topic_prefix}{self.app_id}"
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

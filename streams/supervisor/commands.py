@@ -112,7 +112,9 @@ def verify(
         return f"unknown actor {command.actor!r}: not in the keyring"
     if not command.signature:
         return f"missing signature (actor {command.actor!r})"
-    if not hmac.compare_digest(command.signature.lower(), _mac(command, secret)):
+    expected = _mac(command, secret).encode()
+    # Bytes, not str: compare_digest refuses non-ASCII text, and the signature is untrusted.
+    if not hmac.compare_digest(command.signature.lower().encode(), expected):
         return f"bad signature for actor {command.actor!r}"
     age_s = (at - command.ts).total_seconds()
     if age_s > max_age_s:

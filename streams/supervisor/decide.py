@@ -44,8 +44,10 @@ def _retirement_points(stats: AgentStats, t: Thresholds) -> list[tuple[int, str]
     points: list[tuple[int, str]] = []
     if stats.trades >= t.retire_min_trades and pnl < 0:
         points.append(
-            (RETIRE_POINTS_LOSING, f"{stats.trades} trades (>= {t.retire_min_trades}) and "
-             f"pnl_sum {pnl:.1f} bps < 0")
+            (
+                RETIRE_POINTS_LOSING,
+                f"{stats.trades} trades (>= {t.retire_min_trades}) and pnl_sum {pnl:.1f} bps < 0",
+            )
         )
     if pnl < t.retire_pnl_bps:
         points.append(
@@ -53,13 +55,15 @@ def _retirement_points(stats: AgentStats, t: Thresholds) -> list[tuple[int, str]
         )
     if stats.error_rate is not None and stats.error_rate > t.retire_error_rate:
         points.append(
-            (RETIRE_POINTS_ERRORS,
-             f"error_rate {stats.error_rate:.3f} > {t.retire_error_rate:.3f}")
+            (RETIRE_POINTS_ERRORS, f"error_rate {stats.error_rate:.3f} > {t.retire_error_rate:.3f}")
         )
     if stats.cost_usd > t.retire_cost_usd and pnl <= 0:
         points.append(
-            (RETIRE_POINTS_COST, f"cost {stats.cost_usd:.2f} USD > {t.retire_cost_usd:.2f} USD "
-             f"with pnl_sum {pnl:.1f} bps <= 0")
+            (
+                RETIRE_POINTS_COST,
+                f"cost {stats.cost_usd:.2f} USD > {t.retire_cost_usd:.2f} USD "
+                f"with pnl_sum {pnl:.1f} bps <= 0",
+            )
         )
     return points
 

@@ -104,9 +104,7 @@ def apply_kill_fact(kill_list: KillList, fact: KillFact) -> KillList:
     elif current is not None and (fact.source != "expiry" or fact.cause_id == current.event_id):
         del entries[fact.target]
     key = "agents" if target_type == "agent" else "strategy_classes"
-    return kill_list.model_copy(
-        update={key: entries, "history": (*kill_list.history, record)}
-    )
+    return kill_list.model_copy(update={key: entries, "history": (*kill_list.history, record)})
 
 
 def active_kill(
@@ -123,9 +121,7 @@ def active_kill(
     return None
 
 
-def is_killed(
-    kill_list: KillList, agent: str, strategy_class: str | None, at: datetime
-) -> bool:
+def is_killed(kill_list: KillList, agent: str, strategy_class: str | None, at: datetime) -> bool:
     """True when the agent or its strategy class is on the list and not expired at `at`."""
     return active_kill(kill_list, agent, strategy_class, at) is not None
 

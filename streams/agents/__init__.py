@@ -1,0 +1,1 @@
+"""Per-agent folds: rolling statistics and the confidence multiplier (SPEC section 6)."""

@@ -1,0 +1,159 @@
+"""Async and sync clients: publish events, run agents under the kill-switch guard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from schemas.envelope import Event
+from schemas.events import Direction, SignalEmitted
+from streams.sdk.publisher import Publisher
+from streams.sdk.run_context import AgentKilledError, Clock, Run, current_run, utc_now
+
+T = TypeVar("T")
+
+
+class Guard(Protocol):
+    def killed_reason(self, agent: str, strategy_class: str | None, at: datetime) -> str | None:
+        """Why this agent may not run now, or None when it may."""
+        ...
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic_prefix: str = "",
+        producer: str = "metasup.sdk",
+        guard: Guard | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.publisher = Publisher(bootstrap, topic_prefix)
+        self.producer = producer
+        self.guard = guard
+        self.clock = clock
+
+    async def start(self) -> None:
+        await self.publisher.start()
+
+    async def stop(self) -> None:
+        await self.publisher.stop()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def publish(self, event: Event) -> None:
+        await self.publisher.publish(event)
+
+    def new_run(self, agent: str, strategy_class: str | None) -> Run:
+        return Run(agent=agent, producer=self.producer, strategy_class=strategy_class,
+                   clock=self.clock)
+
+    def refusal(self, run: Run) -> str | None:
+        if self.guard is None:
+            return None
+        return self.guard.killed_reason(run.agent, run.strategy_class, self.clock())
+
+    @contextlib.asynccontextmanager
+    async def run(self, agent: str, strategy_class: str | None = None) -> AsyncIterator[Run]:
+        """Time the body as one run; `run.completed` is emitted however the body ends."""
+        run = self.new_run(agent, strategy_class)
+        run.begin()
+        refused = self.refusal(run)
+        if refused is not None:
+            await self.publish(run.end(failed=False, skipped_reason=refused))
+            raise AgentKilledError(f"{agent} did not run: {refused}")
+        try:
+            yield run
+        except BaseException:
+            await self.publish(run.end(failed=True))
+            raise
+        await self.publish(run.end(failed=False))
+
+    async def emit_signal(
+        self, symbol: str, direction: Direction | str, confidence: float, **extra: Any
+    ) -> SignalEmitted:
+        signal = current_run().signal(symbol, direction, confidence, **extra)
+        await self.publish(signal)
+        return signal
+
+
+class SyncClient:
+    """The same API for synchronous agents: a private event loop runs in a daemon thread."""
+
+    def __init__(self, bootstrap: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(bootstrap, **options)
+        self._call(self._async.start())
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._async.guard
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def close(self) -> None:
+        self._call(self._async.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def publish(self, event: Event) -> None:
+        self._call(self._async.publish(event))
+
+    @contextlib.contextmanager
+    def run(self, agent: str, strategy_class: str | None = None) -> Iterator[Run]:
+        run = self._async.new_run(agent, strategy_class)
+        run.begin()
+        refused = self._async.refusal(run)
+        if refused is not None:
+            self.publish(run.end(failed=False, skipped_reason=refused))
+            raise AgentKilledError(f"{agent} did not run: {refused}")
+        try:
+            yield run
+        except BaseException:
+            self.publish(run.end(failed=True))
+            raise
+        self.publish(run.end(failed=False))
+
+    def emit_signal(
+        self, symbol: str, direction: Direction | str, confidence: float, **extra: Any
+    ) -> SignalEmitted:
+        signal = current_run().signal(symbol, direction, confidence, **extra)
+        self.publish(signal)
+        return signal
+
+
+def supervised(
+    client: SyncClient, agent: str, strategy_class: str | None = None
+) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
+    """Decorator form: a killed agent's function is not called and returns None."""
+
+    def wrap(function: Callable[..., T]) -> Callable[..., T | None]:
+        def guarded(*args: Any, **kwargs: Any) -> T | None:
+            try:
+                with client.run(agent, strategy_class):
+                    return function(*args, **kwargs)
+            except AgentKilledError:
+                return None
+
+        return guarded
+
+    return wrap

@@ -1,0 +1,222 @@
+"""Strategy-class kill: a class is killed when enough of four conditions hold over its agents.
+
+The four conditions (SPEC section 6), each with the evidence it was judged on:
+
+- `losing_periods`: PnL < 0 in each of the last N periods (N =
+  `strategy_losing_periods`, each `strategy_period_days` long, ending at the
+  evaluation time). A period without trades has PnL 0, which is not a loss, so
+  a class younger than N periods cannot meet it.
+- `low_confidence`: the mean confidence multiplier of its agents is below
+  `strategy_min_mean_confidence` (a class without agents does not meet it).
+- `cost_exceeds_value`: cost in USD exceeds the value delivered. Each signal is
+  valued as if it put the per-order risk budget to work, so value in USD =
+  max(0, pnl_sum_bps) / 10 000 x `order_risk_budget_usd`.
+- `regime_mismatch`: losses are concentrated in regimes the class was not meant
+  for: at least `MIN_MISMATCHED_LOSSES` losing trades there, carrying at least
+  `strategy_mismatch_share` of the class's loss in bps. Its intended regimes
+  are given, or else the regimes where its net PnL is positive.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import Field
+
+from schemas.envelope import WireModel
+from schemas.events import StrategyKilled
+from schemas.policy import Policy
+from streams.supervisor.facts import kill_fact
+from streams.supervisor.kill_list import KillList
+
+BPS = 10_000.0
+MIN_MISMATCHED_LOSSES = 2
+# The regime label of trades whose regime was not recorded; never an intended regime by default.
+UNKNOWN_REGIME = "UNKNOWN"
+
+
+class ClassTrade(WireModel):
+    """One reconciled trade of an agent of the class."""
+
+    exit_ts: datetime
+    pnl_bps: float
+    regime: str | None = None
+
+
+class ClassInputs(WireModel):
+    """Everything the four conditions look at, summarised for one class."""
+
+    strategy_class: str
+    period_pnls_bps: tuple[float, ...] = ()  # oldest first, the last one ends at `at`
+    agent_mults: dict[str, float] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    pnl_sum_bps: float = 0.0
+    pnl_by_regime: dict[str, float] = Field(default_factory=dict)
+    loss_bps_by_regime: dict[str, float] = Field(default_factory=dict)  # sizes, >= 0
+    losses_by_regime: dict[str, int] = Field(default_factory=dict)
+    intended_regimes: tuple[str, ...] | None = None
+
+
+class ConditionResult(WireModel):
+    holds: bool
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategyVerdict(WireModel):
+    strategy_class: str
+    killed: bool
+    conditions: dict[str, ConditionResult]
+
+    def reason(self) -> str:
+        holding = [name for name, result in self.conditions.items() if result.holds]
+        listed = ", ".join(holding) or "none"
+        return f"{len(holding)} of {len(self.conditions)} conditions hold: {listed}"
+
+
+def summarise_class(
+    strategy_class: str,
+    trades: Iterable[ClassTrade],
+    agent_mults: Mapping[str, float],
+    cost_usd: float,
+    at: datetime,
+    policy: Policy,
+    intended_regimes: Iterable[str] | None = None,
+) -> ClassInputs:
+    """Summarise a class's trades (its rolling window) into the inputs of the conditions.
+
+    Period k (0 the newest) is (at - (k + 1) x d, at - k x d]; trades outside
+    the last N periods count in the other conditions, not in the periods.
+    """
+    t = policy.thresholds
+    n, length = t.strategy_losing_periods, timedelta(days=t.strategy_period_days)
+    periods = [0.0] * n
+    pnl_sum = 0.0
+    pnl_by_regime: dict[str, float] = {}
+    loss_bps: dict[str, float] = {}
+    losses: dict[str, int] = {}
+    for trade in trades:
+        pnl_sum += trade.pnl_bps
+        regime = trade.regime or UNKNOWN_REGIME
+        pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + trade.pnl_bps
+        if trade.pnl_bps < 0:
+            loss_bps[regime] = loss_bps.get(regime, 0.0) - trade.pnl_bps
+            losses[regime] = losses.get(regime, 0) + 1
+        if trade.exit_ts <= at:
+            back = (at - trade.exit_ts) // length  # 0 for the newest period
+            if back < n:
+                periods[n - 1 - back] += trade.pnl_bps
+    return ClassInputs(
+        strategy_class=strategy_class,
+        period_pnls_bps=tuple(periods),
+        agent_mults=dict(sorted(agent_mults.items())),
+        cost_usd=cost_usd,
+        pnl_sum_bps=pnl_sum,
+        pnl_by_regime=dict(sorted(pnl_by_regime.items())),
+        loss_bps_by_regime=dict(sorted(loss_bps.items())),
+        losses_by_regime=dict(sorted(losses.items())),
+        intended_regimes=None if intended_regimes is None else tuple(sorted(intended_regimes)),
+    )
+
+
+def _losing_periods(inputs: ClassInputs, policy: Policy) -> ConditionResult:
+    n = policy.thresholds.strategy_losing_periods
+    last = inputs.period_pnls_bps[-n:] if n > 0 else ()
+    holds = n > 0 and len(last) == n and all(pnl < 0 for pnl in last)
+    return ConditionResult(
+        holds=holds,
+        evidence={
+            "periods_needed": n,
+            "period_days": policy.thresholds.strategy_period_days,
+            "period_pnls_bps": list(last),
+        },
+    )
+
+
+def _low_confidence(inputs: ClassInputs, policy: Policy) -> ConditionResult:
+    threshold = policy.thresholds.strategy_min_mean_confidence
+    mults = list(inputs.agent_mults.values())
+    mean = math.fsum(mults) / len(mults) if mults else None
+    return ConditionResult(
+        holds=mean is not None and mean < threshold,
+        evidence={"mean_confidence": mean, "threshold": threshold, "agents": len(mults)},
+    )
+
+
+def _cost_exceeds_value(inputs: ClassInputs, policy: Policy) -> ConditionResult:
+    value_usd = max(0.0, inputs.pnl_sum_bps) / BPS * policy.capital.order_risk_budget_usd
+    return ConditionResult(
+        holds=inputs.cost_usd > value_usd,
+        evidence={
+            "cost_usd": inputs.cost_usd,
+            "value_usd": value_usd,
+            "pnl_sum_bps": inputs.pnl_sum_bps,
+        },
+    )
+
+
+def _regime_mismatch(inputs: ClassInputs, policy: Policy) -> ConditionResult:
+    share_needed = policy.thresholds.strategy_mismatch_share
+    if inputs.intended_regimes is not None:
+        intended = sorted(inputs.intended_regimes)
+    else:
+        intended = sorted(r for r, pnl in inputs.pnl_by_regime.items() if pnl > 0)
+    total = math.fsum(inputs.loss_bps_by_regime.values())
+    outside = [r for r in inputs.loss_bps_by_regime if r not in intended]
+    mismatched = math.fsum(inputs.loss_bps_by_regime[r] for r in outside)
+    count = sum(inputs.losses_by_regime.get(r, 0) for r in outside)
+    share = mismatched / total if total > 0 else 0.0
+    return ConditionResult(
+        holds=total > 0 and count >= MIN_MISMATCHED_LOSSES and share >= share_needed,
+        evidence={
+            "intended_regimes": intended,
+            "mismatched_loss_bps": mismatched,
+            "total_loss_bps": total,
+            "mismatched_losses": count,
+            "share": share,
+            "share_needed": share_needed,
+        },
+    )
+
+
+def evaluate_class(inputs: ClassInputs, policy: Policy) -> StrategyVerdict:
+    """Judge the four conditions; the class is killed when enough of them hold."""
+    conditions = {
+        "losing_periods": _losing_periods(inputs, policy),
+        "low_confidence": _low_confidence(inputs, policy),
+        "cost_exceeds_value": _cost_exceeds_value(inputs, policy),
+        "regime_mismatch": _regime_mismatch(inputs, policy),
+    }
+    holding = sum(result.holds for result in conditions.values())
+    return StrategyVerdict(
+        strategy_class=inputs.strategy_class,
+        killed=holding >= policy.thresholds.strategy_conditions_to_kill,
+        conditions=conditions,
+    )
+
+
+def strategy_kill_events(
+    verdict: StrategyVerdict, kill_list: KillList, at: datetime, cause_id: uuid.UUID | str
+) -> list[StrategyKilled]:
+    """Return the StrategyKilled (source auto, with the evidence) a verdict calls for.
+
+    Nothing when the verdict spares the class or the class is already on the
+    list (a timed kill counts until it expires), so re-evaluating is harmless.
+    """
+    current = kill_list.strategy_classes.get(verdict.strategy_class)
+    if not verdict.killed or (current is not None and current.active(at)):
+        return []
+    return [
+        kill_fact(
+            StrategyKilled,
+            target=verdict.strategy_class,
+            source="auto",
+            at=at,
+            causes=(cause_id,),
+            reason=verdict.reason(),
+            evidence=verdict.model_dump(mode="json")["conditions"],
+        )
+    ]

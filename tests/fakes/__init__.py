@@ -1,0 +1,1 @@
+"""Fakes of the outside world (exchanges) that tests drive real clients against."""
