@@ -69,7 +69,7 @@ class WorkerProcess:
                 [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info",
                  "--web-port", str(self.web_port), "--web-bind", self.settings.web_host,
                  "--web-host", self.settings.web_host],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def alive(self) -> bool:

@@ -64,6 +64,9 @@ class EmbeddedBroker:
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            # Own session: a Ctrl-C in the terminal reaches `metasup up`, which then stops
+            # the broker last, after the durable log has copied everything.
+            start_new_session=True,
         )
 
     async def wait_ready(self, timeout_s: float) -> None:

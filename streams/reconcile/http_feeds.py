@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import requests
 
-from schemas.envelope import format_utc
+from schemas.envelope import format_utc, to_utc
 from schemas.events import PriceObserved
 from streams.reconcile.candles import (
     Candle,
@@ -277,7 +277,7 @@ def covering_range(
     before the first signal, so the candle that closed at or before it (the entry
     price) is included. The end is the last signal plus the longest horizon.
     """
-    times = sorted(signal_times)
+    times = sorted(to_utc(ts) for ts in signal_times)
     longest = max(horizons, default=None)
     if not times or longest is None:
         raise ValueError("covering_range needs at least one signal time and one horizon")
@@ -365,7 +365,7 @@ class PriceFeed:
         missing, the answer is None; an older candle is never passed off as it.
         """
         step = interval_length(interval)
-        open_time = floor_time(ts, step) - step
+        open_time = floor_time(to_utc(ts), step) - step
         series = self._ensure(base_asset(symbol), interval, open_time, open_time)
         return series.by_open.get(open_time)
 
@@ -390,7 +390,7 @@ class PriceFeed:
     def _open_range(start: datetime, end: datetime, interval: str) -> tuple[datetime, datetime]:
         # A close time in [start, end] means an open time in [start - step, end - step].
         step = interval_length(interval)
-        return ceil_time(start - step, step), floor_time(end - step, step)
+        return ceil_time(to_utc(start) - step, step), floor_time(to_utc(end) - step, step)
 
     def _ensure(
         self, symbol: str, interval: str, first_open: datetime, last_open: datetime

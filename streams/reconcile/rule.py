@@ -99,8 +99,8 @@ class SettledSignal(WireModel):
 class SymbolBook(WireModel):
     """Reconciliation state of one symbol; JSON round-trips through model_dump/model_validate.
 
-    All tuples are kept sorted (prices by ts, signals by (ts, id)) so the book is
-    canonical: the same events give the same book, whatever their order.
+    All tuples are kept sorted (prices by ts, signals by (ts, id)) so that the
+    stored state does not depend on arrival order beyond what the outcomes do.
     """
 
     prices: tuple[PricePoint, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -54,9 +55,11 @@ class AsyncClient:
     async def publish(self, event: Event) -> None:
         await self.publisher.publish(event)
 
-    def new_run(self, agent: str, strategy_class: str | None) -> Run:
+    def new_run(
+        self, agent: str, strategy_class: str | None, run_id: uuid.UUID | None = None
+    ) -> Run:
         return Run(agent=agent, producer=self.producer, strategy_class=strategy_class,
-                   clock=self.clock)
+                   clock=self.clock, run_id=run_id or uuid.uuid4())
 
     def refusal(self, run: Run) -> str | None:
         if self.guard is None:
@@ -64,9 +67,11 @@ class AsyncClient:
         return self.guard.killed_reason(run.agent, run.strategy_class, self.clock())
 
     @contextlib.asynccontextmanager
-    async def run(self, agent: str, strategy_class: str | None = None) -> AsyncIterator[Run]:
+    async def run(
+        self, agent: str, strategy_class: str | None = None, run_id: uuid.UUID | None = None
+    ) -> AsyncIterator[Run]:
         """Time the body as one run; `run.completed` is emitted however the body ends."""
-        run = self.new_run(agent, strategy_class)
+        run = self.new_run(agent, strategy_class, run_id)
         run.begin()
         refused = self.refusal(run)
         if refused is not None:
@@ -119,8 +124,10 @@ class SyncClient:
         self._call(self._async.publish(event))
 
     @contextlib.contextmanager
-    def run(self, agent: str, strategy_class: str | None = None) -> Iterator[Run]:
-        run = self._async.new_run(agent, strategy_class)
+    def run(
+        self, agent: str, strategy_class: str | None = None, run_id: uuid.UUID | None = None
+    ) -> Iterator[Run]:
+        run = self._async.new_run(agent, strategy_class, run_id)
         run.begin()
         refused = self._async.refusal(run)
         if refused is not None:

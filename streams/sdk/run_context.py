@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.envelope import derived_event_id
 from schemas.events import Direction, RunCompleted, SignalEmitted
 from streams.sdk.pricing import DEFAULT_PRICES_PER_MILLION, cost_usd, usage_of
 
@@ -62,6 +63,7 @@ class Run:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    signals_emitted: int = 0
     _started: float = field(init=False, default=0.0)
     _token: Token[Run | None] | None = field(init=False, default=None)
 
@@ -78,6 +80,8 @@ class Run:
             self._token = None
         latency_ms = 0.0 if skipped_reason else (self.monotonic() - self._started) * 1000
         return RunCompleted.create(
+            # Ids derive from the run, so a retried publish is deduplicated downstream.
+            event_id=derived_event_id("run.completed", self.run_id),
             ts=self.clock(),
             producer=self.producer,
             agent=self.agent,
@@ -116,7 +120,9 @@ class Run:
         regime: str | None = None,
     ) -> SignalEmitted:
         """A signal of this run: it always carries this run's run_id."""
+        self.signals_emitted += 1
         return SignalEmitted.create(
+            event_id=derived_event_id("signal", self.run_id, self.signals_emitted),
             ts=self.clock(),
             producer=self.producer,
             agent=self.agent,

@@ -8,6 +8,7 @@ re-normalised after the cap: that would undo it (the known trap).
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -97,7 +98,8 @@ def _softmax_logit(stats: AgentStats, mult: float, alpha: float) -> float | str:
     std = stats.std_pnl_bps
     if std is None or std <= 0:
         return "volatility unknown (std_pnl_bps missing or 0)"
-    return alpha * mult / std
+    # A vanishing std would make the logit infinite and inf - inf is NaN: clamp to finite.
+    return max(-sys.float_info.max, min(sys.float_info.max, alpha * mult / std))
 
 
 def _normalise(scores: Mapping[str, float]) -> dict[str, float]:

@@ -82,6 +82,14 @@ class FakeExchange:
         self._server.server_close()
         self._thread.join(timeout=5)
 
+    def reset(self) -> None:
+        """Forget recorded requests and scripted faults, so one server can serve many tests."""
+        with self._lock:
+            self.requests.clear()
+            for venue in self._scripted:
+                self._scripted[venue].clear()
+                self._always[venue] = None
+
     def script(self, venue: str, *faults: Fault) -> None:
         """Answer the next requests to `venue` with these faults, then normally."""
         with self._lock:
@@ -137,8 +145,20 @@ class FakeExchange:
             close = close_price(symbol, open_time)
             open_ms = int(open_time.timestamp() * 1000)
             rows.append(
-                [open_ms, f"{close:.2f}", f"{close * 1.01:.2f}", f"{close * 0.99:.2f}",
-                 f"{close:.2f}", "1.0", open_ms + step * 1000 - 1, "1.0", 1, "0.5", "0.5", "0"]
+                [
+                    open_ms,
+                    f"{close:.2f}",
+                    f"{close * 1.01:.2f}",
+                    f"{close * 0.99:.2f}",
+                    f"{close:.2f}",
+                    "1.0",
+                    open_ms + step * 1000 - 1,
+                    "1.0",
+                    1,
+                    "0.5",
+                    "0.5",
+                    "0",
+                ]
             )
         return 200, {}, rows
 
@@ -154,8 +174,14 @@ class FakeExchange:
         if (end - start).total_seconds() / step >= COINBASE_MAX_CANDLES:
             return 400, {}, {"message": "granularity too small for the requested time range"}
         rows = [
-            [int(t.timestamp()), close_price(symbol, t) * 0.99, close_price(symbol, t) * 1.01,
-             close_price(symbol, t), close_price(symbol, t), 1.0]
+            [
+                int(t.timestamp()),
+                close_price(symbol, t) * 0.99,
+                close_price(symbol, t) * 1.01,
+                close_price(symbol, t),
+                close_price(symbol, t),
+                1.0,
+            ]
             for t in self._series(symbol, start, end, step)
         ]
         return 200, {}, rows[::-1]  # newest first, as Coinbase sends them

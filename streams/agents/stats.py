@@ -1,0 +1,478 @@
+"""Per-agent statistics as a pure fold: bounded, idempotent, exact (SPEC section 6).
+
+One `StatsState` per table key. The key may be an agent, a strategy class or
+"portfolio": the fold never looks at `agent`, so the caller decides what is pooled.
+
+Time. Every fact has a *fact time*: a trade's `exit_ts` (when its PnL became real)
+and a run's `ts` (when it completed). The state's `watermark` is the newest fact
+time it has accepted and its *horizon* is `watermark - window`. Trades and runs at
+or before the horizon are evicted, because no window ending at or after the
+watermark can hold them. So `stats_at(state, as_of, window_days)` is exact for
+every `as_of >= watermark`; an earlier `as_of` may lack evicted facts.
+
+Idempotence. Each event is applied at most once. An event whose id is already in
+the window is a duplicate. An event whose fact time is at or before the horizon is
+ignored, because the ids that would say whether it was already seen are gone.
+The price of that rule: a fact that arrives more than a window later than newer
+facts is missing from the lifetime figures too (with SPEC's 30-day window, a
+reconciliation a month late).
+
+Lifetime. Counts, sums, Welford's running mean and variance, and the running peak
+and max drawdown of cumulative PnL, all updated in fold order: log order, which
+is exit order because reconciliations are emitted as prices pass the exit time.
+CVaR95 and p95 latency are order statistics over ceil(5% of n) values, and n keeps
+growing, so no bounded buffer keeps them exact. Example: fold -10 then -5. Now n = 2
+and the tail holds one value, -10, so -5 is dropped. After 19 more trades of 0,
+n = 21, the tail holds two values, and the right ones are -10 and -5. The lifetime
+therefore keeps every pnl and every latency as one sorted float. That is the only
+part of the state that grows without bound.
+
+`window_days == 0` means no window: nothing is evicted, the retained trades and
+runs are the lifetime ones, and they grow without bound. Pass the same
+`window_days` to every call for one state. A smaller window is exact at once. A
+larger one becomes exact only after new facts have filled it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import uuid
+from bisect import bisect_right, insort
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from pydantic import Field
+
+from schemas.envelope import Event, WireModel, to_utc
+from schemas.events import Direction, RunCompleted, SignalReconciled
+from schemas.policy import Thresholds
+from schemas.stats import AgentStats
+
+
+class Trade(WireModel):
+    """What the stats use from one focus-horizon reconciliation."""
+
+    event_id: uuid.UUID
+    signal_id: uuid.UUID
+    exit_ts: datetime
+    pnl_bps: float
+    # The forecast that the information coefficient scores: +confidence for LONG,
+    # -confidence for SHORT.
+    signed_confidence: float
+
+    @classmethod
+    def of(cls, rec: SignalReconciled) -> Trade:
+        sign = 1.0 if rec.direction is Direction.LONG else -1.0
+        return cls(
+            event_id=rec.event_id,
+            signal_id=rec.signal_id,
+            exit_ts=rec.exit_ts,
+            pnl_bps=rec.realized_pnl_bps,
+            signed_confidence=sign * rec.confidence,
+        )
+
+    def sort_key(self) -> tuple[datetime, uuid.UUID, uuid.UUID]:
+        """Trade order: exit time, then signal id; the event id only breaks exact ties."""
+        return (self.exit_ts, self.signal_id, self.event_id)
+
+
+class Run(WireModel):
+    """What the stats use from one executed run."""
+
+    event_id: uuid.UUID
+    ts: datetime
+    latency_ms: float
+    errors: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+
+    @classmethod
+    def of(cls, run: RunCompleted) -> Run:
+        return cls(
+            event_id=run.event_id,
+            ts=run.ts,
+            latency_ms=run.latency_ms,
+            errors=run.errors,
+            cost_usd=run.cost_usd,
+            tokens_in=run.tokens_in,
+            tokens_out=run.tokens_out,
+        )
+
+    def sort_key(self) -> tuple[datetime, uuid.UUID]:
+        return (self.ts, self.event_id)
+
+
+class TradeTotals(WireModel):
+    """Running sums over trades, in the order they were added; O(1) per trade.
+
+    The lifetime keeps one of these. A window builds a fresh one from its trades in
+    trade order, so both get their figures from the same arithmetic.
+    """
+
+    count: int = 0
+    hits: int = 0
+    pnl_sum_bps: float = 0.0
+    # Welford: running mean, and sum of squared deviations from it. This is stable where
+    # a sum of squares minus a squared sum would cancel catastrophically.
+    mean_bps: float = 0.0
+    m2: float = 0.0
+    gains_bps: float = 0.0
+    losses_bps: float = 0.0  # |sum of the non-positive pnls|
+    downside_sq: float = 0.0  # sum of min(pnl, 0)^2
+    cum_bps: float = 0.0
+    peak_bps: float = 0.0  # starts at 0: a first loss is already a drawdown
+    max_drawdown_bps: float = 0.0
+
+    def plus(self, pnls: Iterable[float]) -> TradeTotals:
+        """Return the totals with `pnls` appended, in the given order."""
+        count, hits, pnl_sum = self.count, self.hits, self.pnl_sum_bps
+        mean, m2 = self.mean_bps, self.m2
+        gains, losses, downside_sq = self.gains_bps, self.losses_bps, self.downside_sq
+        cum, peak, max_drawdown = self.cum_bps, self.peak_bps, self.max_drawdown_bps
+        for pnl in pnls:
+            count += 1
+            pnl_sum += pnl
+            delta = pnl - mean
+            mean += delta / count
+            m2 += delta * (pnl - mean)
+            if pnl > 0:
+                hits += 1
+                gains += pnl
+            else:
+                losses -= pnl
+                downside_sq += pnl * pnl
+            cum += pnl
+            peak = max(peak, cum)
+            max_drawdown = max(max_drawdown, peak - cum)
+        return TradeTotals(
+            count=count,
+            hits=hits,
+            pnl_sum_bps=pnl_sum,
+            mean_bps=mean,
+            m2=m2,
+            gains_bps=gains,
+            losses_bps=losses,
+            downside_sq=downside_sq,
+            cum_bps=cum,
+            peak_bps=peak,
+            max_drawdown_bps=max_drawdown,
+        )
+
+
+class RunTotals(WireModel):
+    """Running sums over executed runs; O(1) per run."""
+
+    count: int = 0
+    errors: int = 0
+    latency_sum_ms: float = 0.0
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def plus(self, runs: Iterable[Run]) -> RunTotals:
+        """Return the totals with `runs` added."""
+        added = list(runs)
+        return RunTotals(
+            count=self.count + len(added),
+            errors=self.errors + sum(r.errors for r in added),
+            latency_sum_ms=self.latency_sum_ms + sum(r.latency_ms for r in added),
+            cost_usd=self.cost_usd + sum(r.cost_usd for r in added),
+            tokens_in=self.tokens_in + sum(r.tokens_in for r in added),
+            tokens_out=self.tokens_out + sum(r.tokens_out for r in added),
+        )
+
+
+class StatsState(WireModel):
+    """The fold's state for one key. Frozen and JSON round-trippable: it lives in a Faust table."""
+
+    watermark: datetime | None = None  # newest fact time accepted
+    window_trades: tuple[Trade, ...] = ()  # after the horizon, sorted by `Trade.sort_key`
+    window_runs: tuple[Run, ...] = ()  # after the horizon, sorted by `Run.sort_key`
+    lifetime_trades: TradeTotals = Field(default_factory=TradeTotals)
+    lifetime_runs: RunTotals = Field(default_factory=RunTotals)
+    lifetime_pnls_bps: tuple[float, ...] = ()  # ascending; see the module docstring
+    lifetime_latencies_ms: tuple[float, ...] = ()  # ascending
+
+
+def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsState:
+    """Fold a completed run; one refused by the kill switch never executed and is not counted."""
+    if run.skipped_reason is not None:
+        return state
+    window = _window(window_days)
+    if not _is_new(state, run.event_id, run.ts, window):
+        return state
+    facts = Run.of(run)
+    runs = list(state.window_runs)
+    insort(runs, facts, key=Run.sort_key)
+    state = state.model_copy(
+        update={
+            "window_runs": tuple(runs),
+            "lifetime_runs": state.lifetime_runs.plus([facts]),
+            "lifetime_latencies_ms": _insorted(state.lifetime_latencies_ms, facts.latency_ms),
+        }
+    )
+    return _advance(state, facts.ts, window)
+
+
+def apply_reconciled(
+    state: StatsState, rec: SignalReconciled, window_days: int, focus_horizon_hours: int
+) -> StatsState:
+    """Fold a reconciliation. Only the focus horizon counts, so a signal is one trade."""
+    if rec.horizon_hours != focus_horizon_hours:
+        return state
+    window = _window(window_days)
+    if not _is_new(state, rec.event_id, rec.exit_ts, window):
+        return state
+    trade = Trade.of(rec)
+    trades = list(state.window_trades)
+    insort(trades, trade, key=Trade.sort_key)
+    state = state.model_copy(
+        update={
+            "window_trades": tuple(trades),
+            "lifetime_trades": state.lifetime_trades.plus([trade.pnl_bps]),
+            "lifetime_pnls_bps": _insorted(state.lifetime_pnls_bps, trade.pnl_bps),
+        }
+    )
+    return _advance(state, trade.exit_ts, window)
+
+
+def apply_event(state: StatsState, event: Event, thresholds: Thresholds) -> StatsState:
+    """Fold any event under the policy in force; events the stats do not use change nothing."""
+    if isinstance(event, RunCompleted):
+        return apply_run(state, event, thresholds.window_days)
+    if isinstance(event, SignalReconciled):
+        return apply_reconciled(
+            state, event, thresholds.window_days, thresholds.focus_horizon_hours
+        )
+    return state
+
+
+def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
+    """Stats over trades with exit_ts, and runs with ts, in (as_of - window, as_of].
+
+    Exact for `as_of >= state.watermark` (see the module docstring). With
+    `window_days == 0` the window is the whole retained history up to `as_of`.
+    Trades are taken in trade order (exit_ts, signal_id), which fixes the drawdown
+    and the autocorrelation behind the smart Sharpe ratio.
+    """
+    as_of = to_utc(as_of)
+    window = _window(window_days)
+    start = None if window is None else as_of - window
+    trades = [t for t in state.window_trades if _within(t.exit_ts, start, as_of)]
+    runs = [r for r in state.window_runs if _within(r.ts, start, as_of)]
+    pnls = [t.pnl_bps for t in trades]
+    stats = _summarize(
+        TradeTotals().plus(pnls),
+        sorted(pnls),
+        RunTotals().plus(runs),
+        sorted(r.latency_ms for r in runs),
+    )
+    return stats.model_copy(
+        update={
+            "information_coefficient": information_coefficient(trades),
+            "smart_sharpe": smart_sharpe(stats.sharpe, pnls),
+        }
+    )
+
+
+def lifetime_stats(state: StatsState) -> AgentStats:
+    """Stats over every accepted event, from the exact lifetime accumulators.
+
+    `information_coefficient` and `smart_sharpe` are None. They need the whole
+    ordered sample, and the lifetime does not keep it.
+    """
+    return _summarize(
+        state.lifetime_trades,
+        state.lifetime_pnls_bps,
+        state.lifetime_runs,
+        state.lifetime_latencies_ms,
+    )
+
+
+def _summarize(
+    trades: TradeTotals,
+    pnls_ascending: Sequence[float],
+    runs: RunTotals,
+    latencies_ascending: Sequence[float],
+) -> AgentStats:
+    """Turn the totals into the reported figures. None means "not known", never zero.
+
+    Formulas (n = trades, pnl in bps):
+      hit_rate = #(pnl > 0) / n; error_rate = errors / runs;
+      mean = pnl_sum / n; std = sample standard deviation (divides by n - 1);
+      sharpe = mean / std; sortino = mean / sqrt(sum(min(pnl, 0)^2) / n);
+      profit_factor = gross gains / |gross losses| (None without a losing trade);
+      expectancy = hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs;
+      plus `max drawdown` (TradeTotals), `cvar95` and `p95`.
+    """
+    n = trades.count
+    hit_rate = trades.hits / n if n else None
+    std = math.sqrt(trades.m2 / (n - 1)) if n >= 2 else None
+    mean = trades.mean_bps if n else None
+    downside_deviation = math.sqrt(trades.downside_sq / n) if n else None
+    return AgentStats(
+        trades=n,
+        runs=runs.count,
+        errors=runs.errors,
+        pnl_sum_bps=trades.pnl_sum_bps,
+        hit_rate=hit_rate,
+        error_rate=_ratio(runs.errors, runs.count),
+        avg_latency_ms=_ratio(runs.latency_sum_ms, runs.count),
+        p95_latency_ms=p95(latencies_ascending),
+        cost_usd=runs.cost_usd,
+        tokens_in=runs.tokens_in,
+        tokens_out=runs.tokens_out,
+        max_drawdown_bps=trades.max_drawdown_bps,
+        cvar95_bps=cvar95(pnls_ascending),
+        mean_pnl_bps=mean,
+        std_pnl_bps=std,
+        sharpe=_ratio(mean, std),
+        sortino=_ratio(mean, downside_deviation),
+        profit_factor=_ratio(trades.gains_bps, trades.losses_bps),
+        expectancy_bps=expectancy(trades),
+    )
+
+
+def expectancy(trades: TradeTotals) -> float | None:
+    """Expectancy = hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs.
+
+    A non-winning trade (pnl <= 0) counts as a loss, so this is algebraically the
+    mean pnl. It is reported under its own name because traders read it that way.
+    """
+    n = trades.count
+    if not n:
+        return None
+    losers = n - trades.hits
+    hit_rate = trades.hits / n
+    avg_win = trades.gains_bps / trades.hits if trades.hits else 0.0
+    avg_loss_abs = trades.losses_bps / losers if losers else 0.0
+    return hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs
+
+
+def cvar95(pnls_ascending: Sequence[float]) -> float | None:
+    """CVaR95 = mean of the worst ceil(5% of n) pnls (at least one trade when n >= 1)."""
+    n = len(pnls_ascending)
+    if not n:
+        return None
+    worst = (n + 19) // 20  # ceil(n / 20) in integers: 0.05 * n is not exact in floats
+    return statistics.fmean(pnls_ascending[:worst])
+
+
+def p95(values_ascending: Sequence[float]) -> float | None:
+    """p95 by nearest rank: the value at rank ceil(0.95 n), counting from 1.
+
+    The nearest rank is always an observed latency, with no interpolation, and
+    only the top values are needed to find it.
+    """
+    n = len(values_ascending)
+    if not n:
+        return None
+    rank = (95 * n + 99) // 100  # ceil(0.95 n) in integers
+    return values_ascending[rank - 1]
+
+
+def information_coefficient(trades: Sequence[Trade]) -> float | None:
+    """IC = Spearman rank correlation of (direction sign * confidence) with realized pnl.
+
+    It asks whether the agent's conviction ranks its outcomes. None with fewer than
+    3 trades or when either side is constant.
+    """
+    if len(trades) < 3:
+        return None
+    forecasts = _ranks([t.signed_confidence for t in trades])
+    outcomes = _ranks([t.pnl_bps for t in trades])
+    return _pearson(forecasts, outcomes)
+
+
+def smart_sharpe(sharpe: float | None, pnls: Sequence[float]) -> float | None:
+    """Smart Sharpe = sharpe / penalty, with quantstats' autocorrelation penalty.
+
+    penalty = sqrt(1 + 2 * sum_{k=1}^{n-1} (1 - k/n) * rho_k), where quantstats
+    (`stats.autocorr_penalty`) sets rho_k = |rho_1|^k, rho_1 being the lag-1
+    Pearson autocorrelation of the pnl series in trade order. That AR(1) form keeps
+    the penalty >= 1. Raw per-lag autocorrelations could make the root negative.
+    None when the Sharpe ratio or rho_1 is undefined (fewer than 3 trades, constant
+    lagged series).
+    """
+    if sharpe is None:
+        return None
+    rho_1 = _pearson(pnls[:-1], pnls[1:])
+    if rho_1 is None:
+        return None
+    n, coef = len(pnls), abs(rho_1)
+    penalty = math.sqrt(1 + 2 * math.fsum((1 - k / n) * coef**k for k in range(1, n)))
+    return sharpe / penalty
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r, or None where it is undefined (fewer than 2 points, a constant side)."""
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _window(window_days: int) -> timedelta | None:
+    if window_days < 0:
+        raise ValueError(f"window_days must be >= 0 (0 = lifetime), got {window_days}")
+    return timedelta(days=window_days) if window_days else None
+
+
+def _within(ts: datetime, start: datetime | None, end: datetime) -> bool:
+    return (start is None or ts > start) and ts <= end
+
+
+def _is_new(
+    state: StatsState, event_id: uuid.UUID, fact_ts: datetime, window: timedelta | None
+) -> bool:
+    """False for a duplicate, or for a fact at or before the horizon (see the module docstring)."""
+    if window is not None and state.watermark is not None and fact_ts <= state.watermark - window:
+        return False
+    in_window = [t.event_id for t in state.window_trades] + [r.event_id for r in state.window_runs]
+    return event_id not in in_window
+
+
+def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> StatsState:
+    """Move the watermark to `fact_ts` if it is newer, and evict what the horizon passed."""
+    watermark = fact_ts if state.watermark is None else max(state.watermark, fact_ts)
+    if window is None:
+        return state.model_copy(update={"watermark": watermark})
+    horizon = watermark - window
+    first_trade = bisect_right(state.window_trades, horizon, key=lambda t: t.exit_ts)
+    first_run = bisect_right(state.window_runs, horizon, key=lambda r: r.ts)
+    return state.model_copy(
+        update={
+            "watermark": watermark,
+            "window_trades": state.window_trades[first_trade:],
+            "window_runs": state.window_runs[first_run:],
+        }
+    )
+
+
+def _insorted(values: tuple[float, ...], value: float) -> tuple[float, ...]:
+    ascending = list(values)
+    insort(ascending, value)
+    return tuple(ascending)

@@ -1,0 +1,1 @@
+"""The `metasup` command line."""

@@ -1,0 +1,45 @@
+"""Entry point of `metasup`; each subcommand lives in its own module with `register`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from streams.cli import emit, tail, topics, up
+from streams.settings import Settings
+
+SUBCOMMANDS = (up, emit, tail, topics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metasup",
+        description="Meta-Supervisor: event-sourced supervisor for a fleet of trading agents.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(args, settings))
+    except BrokenPipeError:  # `metasup tail x | head` closed the pipe: not an error
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Strategy-class kill: the four conditions and the 2-of-4 rule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.events import StrategyKilled
+from schemas.policy import Policy
+from streams.supervisor.facts import kill_fact
+from streams.supervisor.kill_list import KillList, apply_kill_fact
+from streams.supervisor.strategy import (
+    ClassInputs,
+    ClassTrade,
+    evaluate_class,
+    strategy_kill_events,
+    summarise_class,
+)
+
+AT = datetime(2024, 3, 1, tzinfo=UTC)
+WEEK = timedelta(days=7)
+POLICY = Policy()
+
+# Inputs for which no condition holds; each test switches some on.
+CALM = ClassInputs(
+    strategy_class="momentum",
+    period_pnls_bps=(10.0, -5.0, -5.0),
+    agent_mults={"a": 1.0, "b": 0.9},
+    cost_usd=1.0,
+    pnl_sum_bps=50.0,  # worth 5 USD at the 1 000 USD order budget
+    pnl_by_regime={"RISK_ON": 80.0, "RISK_OFF": -30.0},
+    loss_bps_by_regime={"RISK_ON": 40.0, "RISK_OFF": 30.0},
+    losses_by_regime={"RISK_ON": 4, "RISK_OFF": 3},
+)
+Change = Mapping[str, object]
+LOSING: Change = {"period_pnls_bps": (-1.0, -5.0, -5.0)}
+DECAYED: Change = {"agent_mults": {"a": 0.8, "b": 0.7}}
+COSTLY: Change = {"cost_usd": 5.01}
+MISMATCHED: Change = {"loss_bps_by_regime": {"RISK_ON": 20.0, "RISK_OFF": 30.0}}  # 60 % outside
+
+
+def verdict_for(*changes: Mapping[str, object]) -> list[str]:
+    update: dict[str, object] = {}
+    for change in changes:
+        update.update(change)
+    verdict = evaluate_class(CALM.model_copy(update=update), POLICY)
+    holding = [name for name, result in verdict.conditions.items() if result.holds]
+    assert verdict.killed == (len(holding) >= 2)
+    return holding
+
+
+def test_calm_class_meets_no_condition() -> None:
+    assert verdict_for() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        (LOSING, "losing_periods"),
+        (DECAYED, "low_confidence"),
+        (COSTLY, "cost_exceeds_value"),
+        (MISMATCHED, "regime_mismatch"),
+    ],
+)
+def test_exactly_one_condition_does_not_kill(change: Change, name: str) -> None:
+    assert verdict_for(change) == [name]
+
+
+def test_two_conditions_kill() -> None:
+    assert verdict_for(LOSING, COSTLY) == ["losing_periods", "cost_exceeds_value"]
+    verdict = evaluate_class(CALM.model_copy(update={**DECAYED, **MISMATCHED}), POLICY)
+    assert verdict.killed
+    assert verdict.reason() == "2 of 4 conditions hold: low_confidence, regime_mismatch"
+
+
+def test_condition_edges() -> None:
+    assert verdict_for({"cost_usd": 5.0}) == []  # equal to the value is not more
+    assert verdict_for({"agent_mults": {"a": 0.8}}) == []  # mean exactly 0.8 is not below
+    assert verdict_for({"period_pnls_bps": (-1.0, -1.0, 0.0)}) == []  # a flat period breaks it
+    assert verdict_for({"period_pnls_bps": (-1.0, -1.0)}) == []  # too young
+    assert verdict_for({"agent_mults": {}}) == []  # no agents, no mean
+    assert verdict_for({"pnl_sum_bps": -10.0, "cost_usd": 0.01}) == ["cost_exceeds_value"]
+
+
+def test_mismatch_needs_repeated_losses() -> None:
+    once = {**MISMATCHED, "losses_by_regime": {"RISK_ON": 4, "RISK_OFF": 1}}
+    assert verdict_for(once) == []
+
+
+def test_given_intended_regimes_replace_the_default() -> None:
+    # Meant for RISK_OFF only: the 40 bps lost in RISK_ON are 57 % of 70, below 60 %.
+    assert verdict_for({"intended_regimes": ("RISK_OFF",)}) == []
+    assert verdict_for({"intended_regimes": ("HIGH_VOL",)}) == ["regime_mismatch"]
+
+
+def test_summarise_buckets_trades_into_periods() -> None:
+    # Period k (0 the newest) is (AT - (k + 1) weeks, AT - k weeks].
+    trades = [
+        ClassTrade(exit_ts=AT, pnl_bps=-1.0, regime="RISK_ON"),  # newest
+        ClassTrade(exit_ts=AT - WEEK + timedelta(seconds=1), pnl_bps=-2.0, regime="RISK_ON"),
+        ClassTrade(exit_ts=AT - WEEK, pnl_bps=-4.0),  # the edge belongs to the middle one
+        ClassTrade(exit_ts=AT - 2 * WEEK, pnl_bps=-8.0, regime="RISK_OFF"),  # oldest
+        ClassTrade(exit_ts=AT - 3 * WEEK, pnl_bps=20.0, regime="RISK_OFF"),  # before the periods
+        ClassTrade(exit_ts=AT + timedelta(seconds=1), pnl_bps=100.0, regime="RISK_ON"),  # after
+    ]
+    inputs = summarise_class("momentum", trades, {"b": 0.9, "a": 1.0}, 2.0, AT, POLICY)
+    assert inputs.period_pnls_bps == (-8.0, -4.0, -3.0)
+    assert inputs.pnl_sum_bps == pytest.approx(105.0)
+    assert inputs.pnl_by_regime == {"RISK_OFF": 12.0, "RISK_ON": 97.0, "UNKNOWN": -4.0}
+    assert inputs.loss_bps_by_regime == {"RISK_OFF": 8.0, "RISK_ON": 3.0, "UNKNOWN": 4.0}
+    assert inputs.losses_by_regime == {"RISK_OFF": 1, "RISK_ON": 2, "UNKNOWN": 1}
+    assert list(inputs.agent_mults) == ["a", "b"]
+    assert evaluate_class(inputs, POLICY).conditions["losing_periods"].holds
+
+
+def test_kill_event_carries_the_evidence() -> None:
+    verdict = evaluate_class(CALM.model_copy(update={**LOSING, **COSTLY}), POLICY)
+    [event] = strategy_kill_events(verdict, KillList(), AT, "cause")
+    assert isinstance(event, StrategyKilled)
+    assert (event.target, event.source) == ("momentum", "auto")
+    assert event.reason == "2 of 4 conditions hold: losing_periods, cost_exceeds_value"
+    assert event.evidence["cost_exceeds_value"] == {
+        "holds": True,
+        "evidence": {"cost_usd": 5.01, "value_usd": 5.0, "pnl_sum_bps": 50.0},
+    }
+    assert strategy_kill_events(verdict, KillList(), AT, "cause") == [event]
+
+
+def test_no_event_when_spared_or_already_killed() -> None:
+    spared = evaluate_class(CALM, POLICY)
+    assert strategy_kill_events(spared, KillList(), AT, "c") == []
+    killed = evaluate_class(CALM.model_copy(update={**LOSING, **COSTLY}), POLICY)
+    on_list = apply_kill_fact(
+        KillList(),
+        kill_fact(StrategyKilled, target="momentum", source="operator", at=AT, causes=("o",)),
+    )
+    assert strategy_kill_events(killed, on_list, AT, "c") == []
