@@ -99,6 +99,17 @@ class SignalReconciled(Event):
     strategy_class: str | None = None
 
 
+class SignalUnreconcilable(Event):
+    """A (signal, horizon) that gets no PnL: counted and reported, never guessed."""
+
+    TYPE: ClassVar[str] = "signal.unreconcilable"
+    signal_id: uuid.UUID
+    agent: str
+    symbol: str
+    horizon_hours: int
+    reason: str
+
+
 class ConfidenceUpdated(Event):
     TYPE: ClassVar[str] = "confidence.updated"
     agent: str
@@ -250,6 +261,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SignalEmitted,
         PriceObserved,
         SignalReconciled,
+        SignalUnreconcilable,
         ConfidenceUpdated,
         DecisionMade,
         KillRequested,

@@ -305,7 +305,8 @@ def _summarize(
       sharpe = mean / std; sortino = mean / sqrt(sum(min(pnl, 0)^2) / n);
       profit_factor = gross gains / |gross losses| (None without a losing trade);
       expectancy = hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs;
-      plus `max drawdown` (TradeTotals), `cvar95` and `p95`.
+      max drawdown = max over trades of (peak - cumulative pnl), the peak starting
+      at 0, reported as a positive number of bps; `cvar95`, `p95` below.
     """
     n = trades.count
     hit_rate = trades.hits / n if n else None
@@ -363,8 +364,8 @@ def cvar95(pnls_ascending: Sequence[float]) -> float | None:
 def p95(values_ascending: Sequence[float]) -> float | None:
     """p95 by nearest rank: the value at rank ceil(0.95 n), counting from 1.
 
-    The nearest rank is always an observed latency, with no interpolation, and
-    only the top values are needed to find it.
+    Nearest rank rather than interpolation: the result is always a latency that
+    was actually observed.
     """
     n = len(values_ascending)
     if not n:

@@ -94,9 +94,8 @@ def test_s5_sums_the_last_five_of_the_history() -> None:
     # then 10 * 5 = 50 once -100 has left the last five -> unchanged.
     mults = multipliers([-100.0, 10.0, 10.0, 10.0, 10.0, 10.0])
 
-    assert mults == pytest.approx(
-        [0.85, 0.7225, 0.614125, 0.52200625, 0.4437053125] * 1 + [0.4437053125]
-    )
+    severe = [0.85, 0.7225, 0.614125, 0.52200625, 0.4437053125]
+    assert mults == pytest.approx([*severe, 0.4437053125])
 
 
 def test_two_mild_steps_compound() -> None:

@@ -1,0 +1,78 @@
+"""Every worker (and every SDK guard) keeps its own FleetState by tailing the fleet topics.
+
+The fleet topics are tiny and single-partition, so each reader folds all of them
+from the start: nothing is lost on a rebalance, and no reader depends on another.
+Readers wait for `ready` (caught up to the end at start-up) before they decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import RejectedRecord, decode_event
+from streams.broker.offsets import true_end_offsets
+from streams.fleet_state import FleetState, apply_fleet_event
+from streams.supervisor.kill_list import kill_reason
+
+log = logging.getLogger(__name__)
+
+FLEET_TOPICS = ("policy", "regimes", "kills")
+
+
+class FleetView:
+    def __init__(self, bootstrap: str, topic_prefix: str = "") -> None:
+        self.bootstrap = bootstrap
+        self.topics = [f"{topic_prefix}{name}" for name in FLEET_TOPICS]
+        self.state = FleetState()
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def killed_reason(self, agent: str, strategy_class: str | None, at: datetime) -> str | None:
+        """The SDK guard's question: may this agent run now?"""
+        return kill_reason(self.state.kills, agent, strategy_class, at)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+        await self.ready.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, 0) for topic in self.topics]
+            consumer.assign(tps)
+            ends = await true_end_offsets(consumer, tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                for messages in batches.values():
+                    for message in messages:
+                        self.fold(message.value)
+                if not self.ready.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                        self.ready.set()
+        finally:
+            await consumer.stop()
+
+    def fold(self, raw: bytes | None) -> None:
+        try:
+            event = decode_event(raw)
+        except RejectedRecord:
+            return  # the topic's intake agent reports it to `deadletter`
+        self.state = apply_fleet_event(self.state, event)
