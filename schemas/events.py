@@ -15,6 +15,7 @@ from pydantic import Field
 
 from schemas.envelope import Event, WireModel
 from schemas.policy import Policy
+from schemas.stats import AgentStats
 
 
 class Direction(StrEnum):
@@ -245,6 +246,18 @@ class PolicyUpdated(Policy, Event):
     TYPE: ClassVar[str] = "policy.updated"
 
 
+class AgentAssessed(Event):
+    """Internal (topic `fleet-input`): an agent's latest stats, multiplier and decision,
+    sent to the single fleet-level processor that allocates and watches the portfolio."""
+
+    TYPE: ClassVar[str] = "agent.assessed"
+    agent: str
+    strategy_class: str | None = None
+    stats: AgentStats
+    mult: float
+    decision: Decision
+
+
 class EventRejected(Event):
     TYPE: ClassVar[str] = "event.rejected"
     source_topic: str
@@ -276,6 +289,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AgentSpawned,
         AgentProposed,
         PolicyUpdated,
+        AgentAssessed,
         EventRejected,
     )
 }

@@ -49,6 +49,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ),
     TopicSpec("reconciled", "agent", AGENT_PARTITIONS, "derived", frozenset({"signal.reconciled"})),
     TopicSpec(
+        "unreconciled", "agent", AGENT_PARTITIONS, "derived", frozenset({"signal.unreconcilable"})
+    ),
+    TopicSpec(
         "confidence", "agent", AGENT_PARTITIONS, "derived", frozenset({"confidence.updated"})
     ),
     TopicSpec("decisions", "agent", AGENT_PARTITIONS, "derived", frozenset({"decision.made"})),
@@ -61,9 +64,30 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(
         "deadletter", "original key", FLEET_PARTITIONS, "derived", frozenset({"event.rejected"})
     ),
-    # Signals re-keyed by symbol so the price join is co-partitioned with `prices`.
+    # Signals and prices re-keyed by base asset, so one reconcile processor sees both for a
+    # symbol in one order, whatever key their producers used.
     TopicSpec(
-        "signals-by-symbol", "symbol", AGENT_PARTITIONS, "internal", frozenset({"signal.emitted"})
+        "reconcile-input",
+        "symbol",
+        AGENT_PARTITIONS,
+        "internal",
+        frozenset({"signal.emitted", "price.observed"}),
+    ),
+    # Runs and signals re-keyed by agent for the per-agent processor (with `reconciled`).
+    TopicSpec(
+        "agent-input",
+        "agent",
+        AGENT_PARTITIONS,
+        "internal",
+        frozenset({"run.completed", "signal.emitted"}),
+    ),
+    # Everything the single fleet-level processor needs, in one total order.
+    TopicSpec(
+        "fleet-input",
+        "fleet",
+        FLEET_PARTITIONS,
+        "internal",
+        frozenset({"signal.reconciled", "agent.assessed", "regime.changed"}),
     ),
 )
 
@@ -76,3 +100,20 @@ def topic(name: str) -> TopicSpec:
     except KeyError:
         known = ", ".join(BY_NAME)
         raise KeyError(f"unknown topic {name!r}; the catalogue has: {known}") from None
+
+
+def _home_topics() -> dict[str, TopicSpec]:
+    """Each type's home topic: the public one, or the internal one for internal-only types."""
+    homes: dict[str, TopicSpec] = {}
+    for spec in sorted(CATALOGUE, key=lambda s: s.origin == "internal"):
+        for event_type in spec.types:
+            homes.setdefault(event_type, spec)
+    return homes
+
+
+HOME_TOPIC: dict[str, TopicSpec] = _home_topics()
+
+
+def home_topic(event_type: str) -> TopicSpec:
+    """Where an event of this type is published (signals to `signals`, not `agent-input`)."""
+    return HOME_TOPIC[event_type]

@@ -15,7 +15,11 @@ PRODUCER = "metasup.intake"
 
 
 def rejection(
-    topic: str, partition: int, offset: int, timestamp_s: float | None, raw: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_s: float | None,
+    raw: bytes | None,
     reason: str,
 ) -> EventRejected:
     """The rejection of one record, timed by the record's broker timestamp (seconds).
@@ -46,8 +50,12 @@ async def accepted_events(
             event = decode_event(record.value, expected_types)
         except RejectedRecord as error:
             rejected = rejection(
-                message.topic, message.partition, message.offset, message.timestamp,
-                record.value, str(error),
+                message.topic,
+                message.partition,
+                message.offset,
+                message.timestamp,
+                record.value,
+                str(error),
             )
             await deadletter.send(key=record.key, value=encode_event(rejected))
             continue

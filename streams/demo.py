@@ -77,8 +77,13 @@ FLEET = (
     DemoAgent("breakout-24h", "breakout", breakout, offset_hours=2),
     DemoAgent("coinflip", "baseline", coin_flip, offset_hours=3),
     DemoAgent("llm-trend", "llm_macro", noisy_trend, model="gpt-4.1-mini", offset_hours=0),
-    DemoAgent("llm-contrarian", "llm_macro", lambda h, r: _flip(momentum(h, r)),
-              model="gpt-4.1", offset_hours=2),
+    DemoAgent(
+        "llm-contrarian",
+        "llm_macro",
+        lambda h, r: _flip(momentum(h, r)),
+        model="gpt-4.1",
+        offset_hours=2,
+    ),
 )
 
 
@@ -89,8 +94,13 @@ def _flip(call: tuple[str, float] | None) -> tuple[str, float] | None:
 
 
 def fake_llm_response(model: str, rng: random.Random) -> dict[str, object]:
-    return {"model": model, "usage": {"prompt_tokens": rng.randint(800, 2400),
-                                      "completion_tokens": rng.randint(80, 400)}}
+    return {
+        "model": model,
+        "usage": {
+            "prompt_tokens": rng.randint(800, 2400),
+            "completion_tokens": rng.randint(80, 400),
+        },
+    }
 
 
 class Demo:
@@ -146,14 +156,25 @@ class Demo:
                         await self.run_agent(agent, history)
             self.save_progress(price.ts)
             if index % 240 == 0:
-                self.say(f"demo: {price.ts:%Y-%m-%d %H:%M} BTC {price.price:,.2f} "
-                         f"({index + 1}/{len(prices)} hours)")
+                self.say(
+                    f"demo: {price.ts:%Y-%m-%d %H:%M} BTC {price.price:,.2f} "
+                    f"({index + 1}/{len(prices)} hours)"
+                )
             await asyncio.sleep(1 / self.speed)
-        self.say("demo: price data exhausted" + ("" if sent else
-                 " (already replayed; delete the data dir to start over)"))
+        self.say(
+            "demo: price data exhausted"
+            + ("" if sent else " (already replayed; delete the data dir to start over)")
+        )
 
 
-async def run_demo(bootstrap: str, stop: asyncio.Event, *, topic_prefix: str, data_dir: Path,
-                   speed: float, say: Say) -> None:
+async def run_demo(
+    bootstrap: str,
+    stop: asyncio.Event,
+    *,
+    topic_prefix: str,
+    data_dir: Path,
+    speed: float,
+    say: Say,
+) -> None:
     async with AsyncClient(bootstrap, topic_prefix=topic_prefix, producer="metasup.demo") as client:
         await Demo(client, data_dir, speed, say).run(stop)

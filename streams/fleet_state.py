@@ -18,7 +18,7 @@ from typing import TypeVar
 from pydantic import Field
 
 from schemas.envelope import Event, WireModel
-from schemas.events import KillFact, PolicyUpdated, RegimeChanged
+from schemas.events import AllocationUpdated, KillFact, PolicyUpdated, RegimeChanged
 from schemas.policy import Policy
 from streams.supervisor.kill_list import KillList, apply_kill_fact
 
@@ -37,6 +37,8 @@ class FleetState(WireModel):
     policies: tuple[PolicyUpdated, ...] = ()
     regimes: tuple[RegimeChanged, ...] = ()
     kills: KillList = Field(default_factory=KillList)
+    # The latest allocation in log order: what the execution gate sizes orders with.
+    allocation: AllocationUpdated | None = None
 
 
 def _with_change(changes: tuple[E, ...], change: E) -> tuple[E, ...]:
@@ -58,7 +60,13 @@ def apply_fleet_event(state: FleetState, event: Event) -> FleetState:
         return state.model_copy(update={"regimes": _with_change(state.regimes, event)})
     if isinstance(event, KillFact):
         return state.model_copy(update={"kills": apply_kill_fact(state.kills, event)})
+    if isinstance(event, AllocationUpdated):
+        return state.model_copy(update={"allocation": event})
     return state
+
+
+def weight_of(state: FleetState, agent: str) -> float:
+    return state.allocation.weights.get(agent, 0.0) if state.allocation is not None else 0.0
 
 
 def policy_at(state: FleetState, at: datetime) -> Policy:

@@ -21,7 +21,7 @@ from streams.supervisor.kill_list import kill_reason
 
 log = logging.getLogger(__name__)
 
-FLEET_TOPICS = ("policy", "regimes", "kills")
+FLEET_TOPICS = ("policy", "regimes", "kills", "allocations")
 
 
 class FleetView:
@@ -48,7 +48,8 @@ class FleetView:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         await consumer.start()

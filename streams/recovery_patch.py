@@ -55,7 +55,5 @@ class SeekFirstTableManager(TableManager):
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = SeekFirstRecovery(
-                self.app, self, beacon=self.beacon, loop=self.loop
-            )
+            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery

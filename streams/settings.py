@@ -53,9 +53,7 @@ class Settings(BaseSettings):
             return f"127.0.0.1:{embedded_port or self.broker_port}"
         parsed = urlparse(self.broker)
         if parsed.scheme != "kafka" or not parsed.hostname:
-            raise ValueError(
-                f"METASUP_BROKER={self.broker!r} is not of the form kafka://host:port"
-            )
+            raise ValueError(f"METASUP_BROKER={self.broker!r} is not of the form kafka://host:port")
         return f"{parsed.hostname}:{parsed.port or 9092}"
 
     @property

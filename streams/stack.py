@@ -66,10 +66,26 @@ class WorkerProcess:
         log_path = self.settings.data_dir / f"worker-{self.index}.log"
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info",
-                 "--web-port", str(self.web_port), "--web-bind", self.settings.web_host,
-                 "--web-host", self.settings.web_host],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    "streams.app",
+                    "worker",
+                    "-l",
+                    "info",
+                    "--web-port",
+                    str(self.web_port),
+                    "--web-bind",
+                    self.settings.web_host,
+                    "--web-host",
+                    self.settings.web_host,
+                ],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def alive(self) -> bool:
@@ -108,8 +124,10 @@ class Stack:
             return free_port()
         if not port_is_free(port):
             chosen = free_port()
-            self.say(f"port {port} is taken; the embedded broker uses {chosen} instead "
-                     "(set METASUP_BROKER_PORT to choose)")
+            self.say(
+                f"port {port} is taken; the embedded broker uses {chosen} instead "
+                "(set METASUP_BROKER_PORT to choose)"
+            )
             return chosen
         return port
 
@@ -126,9 +144,11 @@ class Stack:
         if stored:
             self.say(f"restoring {stored:,} records from {self.durable_log.path} ...")
             report = await restore(self.bootstrap, self.durable_log, progress=self._progress())
-            self.say(f"restored {report.records:,} records in {report.topics} topics "
-                     f"({report.compacted_away:,} old changelog entries compacted away) "
-                     f"in {time.monotonic() - started:.1f} s")
+            self.say(
+                f"restored {report.records:,} records in {report.topics} topics "
+                f"({report.compacted_away:,} old changelog entries compacted away) "
+                f"in {time.monotonic() - started:.1f} s"
+            )
         created = await ensure_topics(
             self.bootstrap, catalogue_partitions(self.settings.topic_prefix)
         )
@@ -170,19 +190,29 @@ class Stack:
         ]
         for worker in self.worker_processes:
             worker.start()
-            self.say(f"faust worker {worker.index + 1} started "
-                     f"(web http://{self.settings.web_host}:{worker.web_port}, "
-                     f"log {self.settings.data_dir}/worker-{worker.index}.log)")
+            self.say(
+                f"faust worker {worker.index + 1} started "
+                f"(web http://{self.settings.web_host}:{worker.web_port}, "
+                f"log {self.settings.data_dir}/worker-{worker.index}.log)"
+            )
 
     def stop_workers(self) -> None:
         for worker in self.worker_processes:
             worker.stop()
 
     def write_stack_file(self) -> None:
-        stack_file(self.settings).write_bytes(orjson.dumps({
-            "bootstrap": self.bootstrap, "pid": os.getpid(),
-            "web": [f"http://{self.settings.web_host}:{w.web_port}" for w in self.worker_processes],
-        }))
+        stack_file(self.settings).write_bytes(
+            orjson.dumps(
+                {
+                    "bootstrap": self.bootstrap,
+                    "pid": os.getpid(),
+                    "web": [
+                        f"http://{self.settings.web_host}:{w.web_port}"
+                        for w in self.worker_processes
+                    ],
+                }
+            )
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.settings.embedded:

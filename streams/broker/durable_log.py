@@ -97,8 +97,15 @@ class DurableLog:
     def append(self, records: Iterable[StoredRecord]) -> int:
         """Store a batch atomically; a record already stored (same offset) is ignored."""
         rows = [
-            (r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value,
-             _pack_headers(r.headers))
+            (
+                r.topic,
+                r.partition,
+                r.offset,
+                r.timestamp_ms,
+                r.key,
+                r.value,
+                _pack_headers(r.headers),
+            )
             for r in records
         ]
         if not rows:
@@ -144,8 +151,15 @@ class DurableLog:
             self._db.executemany(
                 "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value,
-                     _pack_headers(r.headers))
+                    (
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.timestamp_ms,
+                        r.key,
+                        r.value,
+                        _pack_headers(r.headers),
+                    )
                     for r in records
                 ],
             )
@@ -156,8 +170,10 @@ class DurableLog:
             self._db.executemany(
                 "INSERT INTO group_offsets VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(group_id, topic, partition) DO UPDATE SET offset = excluded.offset",
-                [(group_id, topic, partition, offset)
-                 for (topic, partition), offset in offsets.items()],
+                [
+                    (group_id, topic, partition, offset)
+                    for (topic, partition), offset in offsets.items()
+                ],
             )
 
     def group_offsets(self) -> dict[str, dict[TopicPartitionKey, int]]:

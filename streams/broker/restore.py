@@ -63,7 +63,10 @@ def compact_changelogs(durable_log: DurableLog) -> int:
 
 
 async def _produce_partition(
-    producer: AIOKafkaProducer, durable_log: DurableLog, topic: str, partition: int,
+    producer: AIOKafkaProducer,
+    durable_log: DurableLog,
+    topic: str,
+    partition: int,
     progress: Callable[[int], None],
 ) -> int:
     count = 0
@@ -76,8 +79,12 @@ async def _produce_partition(
             )
         pending.append(
             await producer.send(
-                topic, record.value, key=record.key, partition=partition,
-                timestamp_ms=record.timestamp_ms, headers=list(record.headers) or None,
+                topic,
+                record.value,
+                key=record.key,
+                partition=partition,
+                timestamp_ms=record.timestamp_ms,
+                headers=list(record.headers) or None,
             )
         )
         count += 1
@@ -98,8 +105,10 @@ async def commit_group_offsets(
     )
     await consumer.start()
     try:
-        tps = {TopicPartition(topic, partition): offset
-               for (topic, partition), offset in offsets.items()}
+        tps = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in offsets.items()
+        }
         consumer.assign(list(tps))
         await consumer.commit(tps)
     finally:
@@ -132,11 +141,13 @@ async def restore(
     )
     await producer.start()
     try:
-        counts = await asyncio.gather(*(
-            _produce_partition(producer, durable_log, topic, partition, advance)
-            for topic, partitions in topics.items()
-            for partition in range(partitions)
-        ))
+        counts = await asyncio.gather(
+            *(
+                _produce_partition(producer, durable_log, topic, partition, advance)
+                for topic, partitions in topics.items()
+                for partition in range(partitions)
+            )
+        )
     finally:
         await producer.stop()
     report.records = sum(counts)

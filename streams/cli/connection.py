@@ -30,8 +30,10 @@ async def assigned_consumer(
     partitions = await topic_partitions(bootstrap)
     missing = [name for name in topics if name not in partitions]
     if missing:
-        raise SystemExit(f"no such topic on {bootstrap}: {', '.join(missing)} "
-                         "(is `metasup up` running? `metasup topics` lists them)")
+        raise SystemExit(
+            f"no such topic on {bootstrap}: {', '.join(missing)} "
+            "(is `metasup up` running? `metasup topics` lists them)"
+        )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )

@@ -69,9 +69,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         spec = topic_for(event)
         if spec.origin != "source":
             failures += 1
-            print(f"error: {where}: {event.type} goes to `{spec.name}`, which only the "
-                  "supervisor writes (operators send kill.requested to `commands`)",
-                  file=sys.stderr)
+            print(
+                f"error: {where}: {event.type} goes to `{spec.name}`, which only the "
+                "supervisor writes (operators send kill.requested to `commands`)",
+                file=sys.stderr,
+            )
             continue
         events.append(event)
     if failures:

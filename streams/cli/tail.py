@@ -16,16 +16,26 @@ from streams.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for name, helptext in (("tail", "print a topic as JSON lines"),
-                           ("subscribe", "follow a topic live (same as tail --live)")):
+    for name, helptext in (
+        ("tail", "print a topic as JSON lines"),
+        ("subscribe", "follow a topic live (same as tail --live)"),
+    ):
         parser = commands.add_parser(name, help=helptext)
         parser.add_argument("topic", help="a catalogue topic, e.g. signals or decisions")
-        parser.add_argument("--live", action="store_true", default=name == "subscribe",
-                            help="only records that arrive from now on")
-        parser.add_argument("--no-follow", action="store_true",
-                            help="stop at the current end instead of waiting for more")
-        parser.add_argument("--meta", action="store_true",
-                            help="wrap each line with partition, offset and key")
+        parser.add_argument(
+            "--live",
+            action="store_true",
+            default=name == "subscribe",
+            help="only records that arrive from now on",
+        )
+        parser.add_argument(
+            "--no-follow",
+            action="store_true",
+            help="stop at the current end instead of waiting for more",
+        )
+        parser.add_argument(
+            "--meta", action="store_true", help="wrap each line with partition, offset and key"
+        )
         parser.set_defaults(run=run)
 
 
@@ -35,8 +45,12 @@ def render(value: bytes | None, key: bytes | None, partition: int, offset: int, 
     except orjson.JSONDecodeError:
         payload = {"_not_json_base64": base64.b64encode(value or b"").decode()}
     if meta:
-        payload = {"partition": partition, "offset": offset,
-                   "key": key.decode(errors="replace") if key else None, "value": payload}
+        payload = {
+            "partition": partition,
+            "offset": offset,
+            "key": key.decode(errors="replace") if key else None,
+            "value": payload,
+        }
     return orjson.dumps(payload).decode()
 
 
@@ -59,7 +73,8 @@ async def tail(bootstrap: str, topic: str, live: bool, follow: bool, meta: bool)
 def run(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = resolve_bootstrap(settings)
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-        asyncio.run(tail(bootstrap, settings.topic(args.topic), args.live,
-                         not args.no_follow, args.meta))
+        asyncio.run(
+            tail(bootstrap, settings.topic(args.topic), args.live, not args.no_follow, args.meta)
+        )
     sys.stdout.flush()
     return 0

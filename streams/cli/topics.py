@@ -44,7 +44,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'topic':<20} {'key':<13} {'parts':>5} {'origin':<8} {'records':>10}  types")
     for spec in CATALOGUE:
         count = counts.get(settings.topic(spec.name), 0)
-        print(f"{spec.name:<20} {spec.key:<13} {spec.partitions:>5} {spec.origin:<8} "
-              f"{count:>10,}  {', '.join(sorted(spec.types))}")
+        print(
+            f"{spec.name:<20} {spec.key:<13} {spec.partitions:>5} {spec.origin:<8} "
+            f"{count:>10,}  {', '.join(sorted(spec.types))}"
+        )
     print(f"(counts from {where})")
     return 0

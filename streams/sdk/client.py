@@ -58,8 +58,13 @@ class AsyncClient:
     def new_run(
         self, agent: str, strategy_class: str | None, run_id: uuid.UUID | None = None
     ) -> Run:
-        return Run(agent=agent, producer=self.producer, strategy_class=strategy_class,
-                   clock=self.clock, run_id=run_id or uuid.uuid4())
+        return Run(
+            agent=agent,
+            producer=self.producer,
+            strategy_class=strategy_class,
+            clock=self.clock,
+            run_id=run_id or uuid.uuid4(),
+        )
 
     def refusal(self, run: Run) -> str | None:
         if self.guard is None:

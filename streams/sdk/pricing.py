@@ -32,7 +32,9 @@ def usage_of(response: Any) -> tuple[int, int, str | None]:
 
 
 def cost_usd(
-    model: str | None, tokens_in: int, tokens_out: int,
+    model: str | None,
+    tokens_in: int,
+    tokens_out: int,
     prices: dict[str, tuple[float, float]] = DEFAULT_PRICES_PER_MILLION,
 ) -> float:
     """Cost of one call; a model missing from the table costs 0 and says so once per call."""

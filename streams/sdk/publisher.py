@@ -6,18 +6,11 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode_event
 from schemas.envelope import Event
-from schemas.topics import CATALOGUE, TopicSpec
-
-_TOPIC_OF_TYPE: dict[str, TopicSpec] = {
-    event_type: spec
-    for spec in CATALOGUE
-    if spec.origin != "internal"
-    for event_type in spec.types
-}
+from schemas.topics import TopicSpec, home_topic
 
 
 def topic_for(event: Event) -> TopicSpec:
-    return _TOPIC_OF_TYPE[event.type]
+    return home_topic(event.type)
 
 
 def key_for(event: Event, spec: TopicSpec) -> bytes:

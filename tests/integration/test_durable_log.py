@@ -43,8 +43,9 @@ async def test_sigkilled_broker_is_restored_with_records_and_group_offsets(
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
     await producer.start()
     for i in range(300):
-        await producer.send(signals, f"v{i}".encode(), key=f"agent-{i % 7}".encode(),
-                            headers=[("origin", b"test")])
+        await producer.send(
+            signals, f"v{i}".encode(), key=f"agent-{i % 7}".encode(), headers=[("origin", b"test")]
+        )
     await producer.flush()
     await producer.stop()
 

@@ -1,0 +1,114 @@
+"""Everything the supervisor knows about one agent, as one pure fold.
+
+The per-agent processor folds runs, signals and focus-horizon reconciliations
+of one agent into `AgentState` and returns the events that follow: confidence
+updates, decision changes (with auto kills), order intents, and the assessment
+sent to the fleet processor. Stats and confidence share one state so a
+duplicate is recognised once (by the stats window's event ids) for both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from schemas.envelope import Event, WireModel, derived_event_id
+from schemas.events import (
+    AgentAssessed,
+    Decision,
+    RunCompleted,
+    SignalEmitted,
+    SignalReconciled,
+)
+from schemas.policy import Policy
+from streams.agents import confidence
+from streams.agents.stats import StatsState, apply_event, stats_at
+from streams.fleet_state import FleetState, policy_at, weight_of
+from streams.supervisor.decide import decide, decision_events
+from streams.supervisor.execution import TradingMode, order_for_signal
+from streams.supervisor.kill_list import is_killed, kill_reason
+
+PRODUCER = "metasup.agents"
+
+
+class AgentState(WireModel):
+    agent: str
+    strategy_class: str | None = None
+    stats: StatsState = Field(default_factory=StatsState)
+    confidence: confidence.ConfidenceState
+    decision: Decision | None = None
+
+    @classmethod
+    def start(cls, agent: str, policy: Policy) -> AgentState:
+        return cls(
+            agent=agent, confidence=confidence.ConfidenceState.start(agent, policy.confidence)
+        )
+
+
+def assess(
+    state: AgentState, policy: Policy, fleet: FleetState, at: datetime, cause: Event
+) -> tuple[AgentState, list[Event]]:
+    """Decide on the current window stats; report the assessment to the fleet processor."""
+    window = stats_at(state.stats, at, policy.thresholds.window_days)
+    killed = is_killed(fleet.kills, state.agent, state.strategy_class, at)
+    outcome = decide(state.agent, window, state.confidence.mult, killed, policy)
+    events = decision_events(state.decision, outcome, window, at, cause.event_id)
+    assessed = AgentAssessed.create(
+        event_id=derived_event_id("assessed", state.agent, cause.event_id),
+        ts=at,
+        producer=PRODUCER,
+        agent=state.agent,
+        strategy_class=state.strategy_class,
+        stats=window,
+        mult=state.confidence.mult,
+        decision=outcome.decision,
+    )
+    return state.model_copy(update={"decision": outcome.decision}), [*events, assessed]
+
+
+def apply_agent_event(
+    state: AgentState, event: Event, fleet: FleetState, mode: TradingMode
+) -> tuple[AgentState, list[Event]]:
+    """Fold one event of this agent; return the new state and the events to emit."""
+    policy = policy_at(fleet, event.ts)
+    if isinstance(event, SignalEmitted):
+        if event.strategy_class and not state.strategy_class:
+            state = state.model_copy(update={"strategy_class": event.strategy_class})
+        window = stats_at(
+            state.stats,
+            max(event.ts, state.stats.watermark or event.ts),
+            policy.thresholds.window_days,
+        )
+        order = order_for_signal(
+            event,
+            weight_of(fleet, state.agent),
+            window.max_drawdown_bps,
+            kill_reason(
+                fleet.kills, state.agent, event.strategy_class or state.strategy_class, event.ts
+            ),
+            mode,
+            policy,
+        )
+        return state, [order]
+    if not isinstance(event, RunCompleted | SignalReconciled):
+        return state, []
+    stats = apply_event(state.stats, event, policy.thresholds)
+    if stats is state.stats:
+        return state, []  # a duplicate, or a horizon the stats do not use
+    state = state.model_copy(
+        update={
+            "stats": stats,
+            "strategy_class": event.strategy_class or state.strategy_class,
+        }
+    )
+    emitted: list[Event] = []
+    if isinstance(event, SignalReconciled):
+        updated_confidence, update = confidence.apply_reconciled(
+            state.confidence, event, policy.confidence, policy.thresholds.focus_horizon_hours
+        )
+        state = state.model_copy(update={"confidence": updated_confidence})
+        if update is not None:
+            emitted.append(update)
+    state, assessment = assess(state, policy, fleet, stats.watermark or event.ts, event)
+    return state, emitted + assessment

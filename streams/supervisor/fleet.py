@@ -1,0 +1,164 @@
+"""The fleet-level rules as one pure fold: portfolio stats, allocation, breach, classes.
+
+A single processor (one partition of `fleet-input`) folds every focus-horizon
+reconciliation, every agent assessment and every regime change into a
+`FleetBook`, and returns the events that follow: `allocation.updated` when the
+weights move, `agent.killed` (source breach) when the portfolio drawdown crosses
+the limit, and `strategy.killed` when a class meets 2 of the 4 conditions.
+Kill facts it emits are remembered until the kill list (folded from `kills`)
+shows them, so a re-evaluation before that never emits a second copy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import Field
+
+from schemas.envelope import Event, WireModel
+from schemas.events import AgentAssessed, Decision, RegimeChanged, SignalReconciled
+from schemas.policy import Policy
+from streams.agents.stats import StatsState, apply_event, stats_at
+from streams.fleet_state import FleetState, policy_at, regime_at
+from streams.supervisor.allocation import (
+    AllocationResult,
+    allocate,
+    allocation_changed,
+    allocation_event,
+)
+from streams.supervisor.breach import breach_kills
+from streams.supervisor.strategy import (
+    ClassTrade,
+    evaluate_class,
+    strategy_kill_events,
+    summarise_class,
+)
+
+PORTFOLIO = "portfolio"
+
+
+class FleetBook(WireModel):
+    agents: dict[str, AgentAssessed] = Field(default_factory=dict)
+    portfolio: StatsState = Field(default_factory=StatsState)
+    class_trades: dict[str, tuple[ClassTrade, ...]] = Field(default_factory=dict)
+    allocation: AllocationResult | None = None
+    # Targets this processor has killed whose kill the kill list may not show yet.
+    breach_killed: tuple[str, ...] = ()
+    classes_killed: tuple[str, ...] = ()
+
+
+def _window_start(policy: Policy, at: datetime) -> datetime | None:
+    days = policy.thresholds.window_days
+    return None if days == 0 else at - timedelta(days=days)
+
+
+def _add_class_trade(book: FleetBook, rec: SignalReconciled, policy: Policy) -> FleetBook:
+    if rec.strategy_class is None:
+        return book
+    start = _window_start(policy, rec.exit_ts)
+    trade = ClassTrade(exit_ts=rec.exit_ts, pnl_bps=rec.realized_pnl_bps, regime=rec.regime)
+    kept = tuple(
+        t
+        for t in (*book.class_trades.get(rec.strategy_class, ()), trade)
+        if start is None or t.exit_ts > start
+    )
+    return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: kept}})
+
+
+def _judge_class(
+    book: FleetBook,
+    strategy_class: str,
+    policy: Policy,
+    fleet: FleetState,
+    at: datetime,
+    cause: Event,
+) -> tuple[FleetBook, list[Event]]:
+    if strategy_class in book.classes_killed:
+        return book, []
+    members = [a for a in book.agents.values() if a.strategy_class == strategy_class]
+    inputs = summarise_class(
+        strategy_class,
+        book.class_trades.get(strategy_class, ()),
+        {a.agent: a.mult for a in members},
+        sum(a.stats.cost_usd for a in members),
+        at,
+        policy,
+    )
+    kills = strategy_kill_events(evaluate_class(inputs, policy), fleet.kills, at, cause.event_id)
+    if kills:
+        book = book.model_copy(update={"classes_killed": (*book.classes_killed, strategy_class)})
+    return book, list(kills)
+
+
+def _check_breach(
+    book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
+) -> tuple[FleetBook, list[Event]]:
+    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
+    decisions = {
+        name: a.decision for name, a in book.agents.items() if name not in book.breach_killed
+    }
+    kills = breach_kills(
+        portfolio.max_drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id
+    )
+    if kills:
+        book = book.model_copy(
+            update={"breach_killed": (*book.breach_killed, *(k.target for k in kills))}
+        )
+    return book, list(kills)
+
+
+def _reallocate(
+    book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
+) -> tuple[FleetBook, list[Event]]:
+    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
+    result = allocate(
+        {name: a.stats for name, a in book.agents.items()},
+        {name: a.mult for name, a in book.agents.items()},
+        {name: a.decision for name, a in book.agents.items()},
+        fleet.kills,
+        {name: a.strategy_class for name, a in book.agents.items()},
+        regime_at(fleet, at),
+        policy,
+        at,
+        portfolio.cvar95_bps,
+    )
+    if not allocation_changed(book.allocation, result):
+        return book, []
+    return book.model_copy(update={"allocation": result}), [
+        allocation_event(result, at, cause.event_id)
+    ]
+
+
+def apply_fleet_input(
+    book: FleetBook, event: Event, fleet: FleetState
+) -> tuple[FleetBook, list[Event]]:
+    """Fold one fleet input; return the new book and the events to emit."""
+    policy = policy_at(fleet, event.ts)
+    at = event.ts
+    emitted: list[Event] = []
+    if isinstance(event, SignalReconciled):
+        portfolio = apply_event(book.portfolio, event, policy.thresholds)
+        if portfolio is book.portfolio:
+            return book, []  # duplicate, or not the focus horizon
+        book = _add_class_trade(book.model_copy(update={"portfolio": portfolio}), event, policy)
+        book, kills = _check_breach(book, policy, fleet, at, event)
+        emitted += kills
+        if event.strategy_class is not None:
+            book, class_kills = _judge_class(book, event.strategy_class, policy, fleet, at, event)
+            emitted += class_kills
+    elif isinstance(event, AgentAssessed):
+        known = book.agents.get(event.agent)
+        if known is not None and (known.ts, str(known.event_id)) >= (at, str(event.event_id)):
+            return book, []  # an older or repeated assessment
+        breach_killed = tuple(
+            name
+            for name in book.breach_killed
+            if name != event.agent or event.decision in (Decision.PROMOTE, Decision.KILLED)
+        )
+        book = book.model_copy(
+            update={"agents": {**book.agents, event.agent: event}, "breach_killed": breach_killed}
+        )
+    elif not isinstance(event, RegimeChanged):
+        return book, []
+    book, allocation = _reallocate(book, policy, fleet, at, event)
+    return book, emitted + allocation
