@@ -37,7 +37,7 @@ class FleetView:
         return kill_reason(self.state.kills, agent, strategy_class, at)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.run())
+        self._task = asyncio.create_task(self.run_forever())
         await self.ready.wait()
 
     async def stop(self) -> None:
@@ -45,6 +45,18 @@ class FleetView:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def run_forever(self) -> None:
+        """Keep following the fleet topics; after a broker error, rebuild from the start."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("fleet view lost the broker (%s); rebuilding in 1 s", error)
+                self.state = FleetState()
+                await asyncio.sleep(1)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(

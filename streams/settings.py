@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         """Faust app id = consumer group id; prefixed so tests never share a group."""
         return f"{self.topic_prefix}{self.app_id}"
 
+    def keyring_source(self) -> str:
+        """Where operator keys come from: the env var, the file, or data_dir/operator-keys.json."""
+        if self.operator_keys is not None:
+            return self.operator_keys.get_secret_value()
+        path = self.operator_keys_file or self.data_dir / "operator-keys.json"
+        return str(path) if path.exists() else ""
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

@@ -50,12 +50,14 @@ class WorkerProcess:
     bootstrap: str
     settings: Settings
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
 
     @property
     def web_port(self) -> int:
         return self.settings.web_port + self.index
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         env = {
             **os.environ,
             "METASUP_BROKER": f"kafka://{self.bootstrap}",
@@ -254,8 +256,11 @@ class Stack:
             if self.broker is not None and not self.broker.alive():
                 await self.recover_from_broker_death()
             for worker in self.worker_processes:
-                if not worker.alive():
-                    self.say(f"faust worker {worker.index + 1} exited; restarting it")
+                if not worker.alive() and time.monotonic() - worker.started_at > 5:
+                    self.say(
+                        f"faust worker {worker.index + 1} exited; restarting it "
+                        f"(see {self.settings.data_dir}/worker-{worker.index}.log)"
+                    )
                     worker.start()
 
     async def recover_from_broker_death(self) -> None:

@@ -9,10 +9,12 @@ On each new focus-horizon reconciliation, in log order: keep the last `history`
 clamped to [0.20, 1.20], starting at 1.0. The numbers come from `ConfidenceRule`.
 
 Unlike the stats, the multiplier depends on the order of reconciliations, so
-there is no time rule for duplicates. The state remembers the ids of the last
-`SEEN_IDS_KEPT` reconciliations it applied. That is enough for at-least-once
-delivery, which re-delivers what came after the last committed offset: seconds
-of traffic, not a thousand reconciliations of one agent.
+there is no time rule for duplicates. The caller deduplicates through the stats
+window first, so this state is a second line of defence: it remembers the ids of
+the last `SEEN_IDS_KEPT` (64) reconciliations it applied. That is enough for
+at-least-once delivery, which re-delivers what came after the last committed
+offset: seconds of traffic, not dozens of reconciliations of one agent. And it
+keeps the state, which every update writes to the table's changelog, small.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from schemas.events import ConfidenceUpdated, SignalReconciled
 from schemas.policy import ConfidenceRule
 
 PRODUCER = "metasup.agents"
-SEEN_IDS_KEPT = 1000
+SEEN_IDS_KEPT = 64
 
 
 class ConfidenceState(WireModel):

@@ -20,17 +20,23 @@ reconciliation a month late).
 Lifetime. Counts, sums, Welford's running mean and variance, and the running peak
 and max drawdown of cumulative PnL, all updated in fold order: log order, which
 is exit order because reconciliations are emitted as prices pass the exit time.
-CVaR95 and p95 latency are order statistics over ceil(5% of n) values, and n keeps
-growing, so no bounded buffer keeps them exact. Example: fold -10 then -5. Now n = 2
-and the tail holds one value, -10, so -5 is dropped. After 19 more trades of 0,
-n = 21, the tail holds two values, and the right ones are -10 and -5. The lifetime
-therefore keeps every pnl and every latency as one sorted float. That is the only
-part of the state that grows without bound.
+All of it is O(1) in size.
+
+The lifetime has no tails: `lifetime_stats` reports `cvar95_bps` and
+`p95_latency_ms` as None. The state lives in a Faust table, and every update
+writes it to the table's Kafka changelog, so it must stay bounded. CVaR95 and p95
+latency are order statistics over ceil(5% of n) values, and n keeps growing, so
+no bounded buffer keeps them exact. Example: fold -10 then -5. Now n = 2 and the
+tail holds one value, -10, so -5 would be dropped. After 19 more trades of 0,
+n = 21, the tail holds two values, and the right ones are -10 and -5. Exact
+lifetime tails therefore come from the projections, which read the whole log:
+they call `tail_stats` over the full history. The window tails in `stats_at`
+stay exact, since the window keeps its facts.
 
 `window_days == 0` means no window: nothing is evicted, the retained trades and
-runs are the lifetime ones, and they grow without bound. Pass the same
-`window_days` to every call for one state. A smaller window is exact at once. A
-larger one becomes exact only after new facts have filled it.
+runs are the lifetime ones, and they grow without bound (the one unbounded case).
+Pass the same `window_days` to every call for one state. A smaller window is exact
+at once. A larger one becomes exact only after new facts have filled it.
 """
 
 from __future__ import annotations
@@ -192,8 +198,6 @@ class StatsState(WireModel):
     window_runs: tuple[Run, ...] = ()  # after the horizon, sorted by `Run.sort_key`
     lifetime_trades: TradeTotals = Field(default_factory=TradeTotals)
     lifetime_runs: RunTotals = Field(default_factory=RunTotals)
-    lifetime_pnls_bps: tuple[float, ...] = ()  # ascending; see the module docstring
-    lifetime_latencies_ms: tuple[float, ...] = ()  # ascending
 
 
 def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsState:
@@ -210,7 +214,6 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
         update={
             "window_runs": tuple(runs),
             "lifetime_runs": state.lifetime_runs.plus([facts]),
-            "lifetime_latencies_ms": _insorted(state.lifetime_latencies_ms, facts.latency_ms),
         }
     )
     return _advance(state, facts.ts, window)
@@ -232,7 +235,6 @@ def apply_reconciled(
         update={
             "window_trades": tuple(trades),
             "lifetime_trades": state.lifetime_trades.plus([trade.pnl_bps]),
-            "lifetime_pnls_bps": _insorted(state.lifetime_pnls_bps, trade.pnl_bps),
         }
     )
     return _advance(state, trade.exit_ts, window)
@@ -263,14 +265,12 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
     trades = [t for t in state.window_trades if _within(t.exit_ts, start, as_of)]
     runs = [r for r in state.window_runs if _within(r.ts, start, as_of)]
     pnls = [t.pnl_bps for t in trades]
-    stats = _summarize(
-        TradeTotals().plus(pnls),
-        sorted(pnls),
-        RunTotals().plus(runs),
-        sorted(r.latency_ms for r in runs),
-    )
+    cvar95_bps, p95_latency_ms = tail_stats(pnls, (r.latency_ms for r in runs))
+    stats = _summarize(TradeTotals().plus(pnls), RunTotals().plus(runs))
     return stats.model_copy(
         update={
+            "cvar95_bps": cvar95_bps,
+            "p95_latency_ms": p95_latency_ms,
             "information_coefficient": information_coefficient(trades),
             "smart_sharpe": smart_sharpe(stats.sharpe, pnls),
         }
@@ -280,23 +280,26 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
 def lifetime_stats(state: StatsState) -> AgentStats:
     """Stats over every accepted event, from the exact lifetime accumulators.
 
-    `information_coefficient` and `smart_sharpe` are None. They need the whole
-    ordered sample, and the lifetime does not keep it.
+    `cvar95_bps`, `p95_latency_ms`, `information_coefficient` and `smart_sharpe`
+    are None. They need the whole sample, and the bounded state does not keep it:
+    the projections compute the tails over the full log with `tail_stats` (see the
+    module docstring).
     """
-    return _summarize(
-        state.lifetime_trades,
-        state.lifetime_pnls_bps,
-        state.lifetime_runs,
-        state.lifetime_latencies_ms,
-    )
+    return _summarize(state.lifetime_trades, state.lifetime_runs)
 
 
-def _summarize(
-    trades: TradeTotals,
-    pnls_ascending: Sequence[float],
-    runs: RunTotals,
-    latencies_ascending: Sequence[float],
-) -> AgentStats:
+def tail_stats(
+    pnls: Iterable[float], latencies: Iterable[float]
+) -> tuple[float | None, float | None]:
+    """(CVaR95 of `pnls`, p95 of `latencies`), in any order; None for an empty side.
+
+    The same formulas as the window figures of `stats_at`: `cvar95` and `p95`.
+    Pure, for the projections that read the whole log to compute the lifetime tails.
+    """
+    return cvar95(sorted(pnls)), p95(sorted(latencies))
+
+
+def _summarize(trades: TradeTotals, runs: RunTotals) -> AgentStats:
     """Turn the totals into the reported figures. None means "not known", never zero.
 
     Formulas (n = trades, pnl in bps):
@@ -306,7 +309,8 @@ def _summarize(
       profit_factor = gross gains / |gross losses| (None without a losing trade);
       expectancy = hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs;
       max drawdown = max over trades of (peak - cumulative pnl), the peak starting
-      at 0, reported as a positive number of bps; `cvar95`, `p95` below.
+      at 0, reported as a positive number of bps.
+    The tails (`cvar95`, `p95`, via `tail_stats`) are not totals: None here.
     """
     n = trades.count
     hit_rate = trades.hits / n if n else None
@@ -321,12 +325,10 @@ def _summarize(
         hit_rate=hit_rate,
         error_rate=_ratio(runs.errors, runs.count),
         avg_latency_ms=_ratio(runs.latency_sum_ms, runs.count),
-        p95_latency_ms=p95(latencies_ascending),
         cost_usd=runs.cost_usd,
         tokens_in=runs.tokens_in,
         tokens_out=runs.tokens_out,
         max_drawdown_bps=trades.max_drawdown_bps,
-        cvar95_bps=cvar95(pnls_ascending),
         mean_pnl_bps=mean,
         std_pnl_bps=std,
         sharpe=_ratio(mean, std),
@@ -471,9 +473,3 @@ def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> 
             "window_runs": state.window_runs[first_run:],
         }
     )
-
-
-def _insorted(values: tuple[float, ...], value: float) -> tuple[float, ...]:
-    ascending = list(values)
-    insort(ascending, value)
-    return tuple(ascending)

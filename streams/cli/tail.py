@@ -10,8 +10,9 @@ import sys
 
 import orjson
 
+from streams.broker.consumers import assigned_consumer
 from streams.broker.offsets import true_end_offsets
-from streams.cli.connection import assigned_consumer, resolve_bootstrap
+from streams.cli.connection import resolve_bootstrap
 from streams.settings import Settings
 
 

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 
 from schemas.topics import CATALOGUE
+from streams.broker.consumers import assigned_consumer
 from streams.broker.durable_log import DurableLog
 from streams.broker.offsets import true_end_offsets
-from streams.cli.connection import assigned_consumer, resolve_bootstrap
+from streams.cli.connection import resolve_bootstrap
 from streams.settings import Settings
 from streams.stack import durable_log_path
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         counts = asyncio.run(asyncio.wait_for(broker_counts(bootstrap, names), timeout=15))
         where = f"broker {bootstrap}"
-    except (Exception, SystemExit) as error:
+    except Exception as error:
         path = durable_log_path(settings)
         if not path.exists():
             print(f"cannot reach the broker at {bootstrap} ({error}); start it with `metasup up`")

@@ -3,12 +3,14 @@
 Laws (Hypothesis): a duplicate changes nothing; per-key states do not care how
 keys interleave; the window after any arrival order equals a fresh fold of only
 the in-window facts and a from-scratch computation; the lifetime figures equal a
-from-scratch computation over every accepted fact.
+from-scratch computation over every accepted fact, except the tails (CVaR95, p95
+latency), which the bounded state leaves to `tail_stats` over the full log.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import uuid
 from collections.abc import Iterable, Sequence
@@ -31,6 +33,7 @@ from streams.agents.stats import (
     apply_run,
     lifetime_stats,
     stats_at,
+    tail_stats,
 )
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -41,6 +44,7 @@ WINDOW = timedelta(days=POLICY.window_days)
 FOCUS = POLICY.focus_horizon_hours
 AGENTS = ("alpha", "beta", "gamma")
 FAST = settings(max_examples=60, deadline=None)
+TAILS = ("cvar95_bps", "p95_latency_ms")  # not kept by the lifetime: see `tail_stats`
 Fact = RunCompleted | SignalReconciled
 
 
@@ -167,8 +171,10 @@ def test_lifetime_matches_the_window_when_nothing_was_evicted() -> None:
     state = hand_state()
     window = stats_at(state, T0 + 4 * HOUR, POLICY.window_days)
 
-    expected = window.model_copy(update={"information_coefficient": None, "smart_sharpe": None})
+    unknown = dict.fromkeys(("information_coefficient", "smart_sharpe", *TAILS))
+    expected = window.model_copy(update=unknown)
     assert lifetime_stats(state).model_dump() == pytest.approx(expected.model_dump())
+    assert window.cvar95_bps == -20.0
 
 
 def test_run_formulas_by_hand() -> None:
@@ -180,14 +186,16 @@ def test_run_formulas_by_hand() -> None:
     ]
     state = fold(runs)
 
-    for stats in (stats_at(state, T0 + 3 * HOUR, POLICY.window_days), lifetime_stats(state)):
+    window, lifetime = stats_at(state, T0 + 3 * HOUR, POLICY.window_days), lifetime_stats(state)
+    for stats in (window, lifetime):
         assert (stats.runs, stats.errors) == (4, 1)
         assert stats.error_rate == 0.25  # 1 error / 4 runs
         assert stats.avg_latency_ms == 400.0  # 1600 / 4
-        assert stats.p95_latency_ms == 1000.0  # nearest rank ceil(0.95 * 4) = 4th of 4
         assert stats.cost_usd == 1.0
         assert (stats.tokens_in, stats.tokens_out) == (100, 10)
         assert stats.trades == 0 and stats.hit_rate is None
+    assert window.p95_latency_ms == 1000.0  # nearest rank ceil(0.95 * 4) = 4th of 4
+    assert lifetime.p95_latency_ms is None  # the projection's job: see `tail_stats`
 
 
 @pytest.mark.parametrize(
@@ -198,19 +206,57 @@ def test_p95_latency_is_nearest_rank(count: int, expected: float) -> None:
     state = fold(completed(T0 + i * HOUR, float(i + 1)) for i in range(count))
 
     assert stats_at(state, T0 + count * HOUR, 30).p95_latency_ms == expected
-    assert lifetime_stats(state).p95_latency_ms == expected
+    assert tail_stats([], reversed([float(i + 1) for i in range(count)])) == (None, expected)
 
 
-def test_cvar_tail_grows_with_n_and_lifetime_stays_exact() -> None:
+def test_tail_stats_over_the_full_history_are_exact() -> None:
     # The module docstring's example: -10 then -5, then 19 trades of 0. At n = 21,
-    # ceil(5% of 21) = 2, so CVaR95 = (-10 - 5) / 2.
+    # ceil(5% of 21) = 2, so CVaR95 = (-10 - 5) / 2. The order given does not matter.
     pnls = [-10.0, -5.0] + [0.0] * 19
     state = fold(reconciled(T0 + i * HOUR, pnl) for i, pnl in enumerate(pnls))
 
     assert stats_at(state, T0 + 20 * HOUR, 30).cvar95_bps == -7.5
-    assert lifetime_stats(state).cvar95_bps == -7.5
+    assert lifetime_stats(state).cvar95_bps is None  # bounded state: no lifetime tail
+    assert tail_stats(pnls, []) == (-7.5, None)
+    assert tail_stats(pnls[::-1], []) == (-7.5, None)
     # With 20 trades the tail is one trade.
-    assert lifetime_stats(fold(reconciled(T0, p) for p in pnls[:20])).cvar95_bps == -10.0
+    assert tail_stats(pnls[:20], []) == (-10.0, None)
+    # Both sides at once, from generators: p95 of 1..21 is rank ceil(19.95) = 20.
+    assert tail_stats(iter(pnls), (float(i) for i in range(21, 0, -1))) == (-7.5, 20.0)
+    assert tail_stats([], []) == (None, None)
+
+
+def test_tail_stats_use_the_window_formulas() -> None:
+    # Nothing evicted: the tails over the whole history are the window's tails.
+    rng = random.Random(7)
+    pnls = [rng.uniform(-100, 100) for _ in range(57)]
+    latencies = [rng.uniform(10, 5000) for _ in range(43)]
+    events: list[Event] = [reconciled(T0 + i * HOUR, pnl) for i, pnl in enumerate(pnls)]
+    events += [completed(T0 + i * HOUR, latency) for i, latency in enumerate(latencies)]
+    window = stats_at(fold(events), T0 + 60 * HOUR, 30)
+
+    assert tail_stats(pnls, latencies) == (window.cvar95_bps, window.p95_latency_ms)
+
+
+def test_the_serialized_state_stays_bounded() -> None:
+    # 2 000 trades and runs over 200 days, a 30-day window: the state is about the
+    # size of one folded from the last 30 days alone, not 200 / 30 times it.
+    rng = random.Random(0)
+    step = 200 * DAY / 2000
+    events: list[Fact] = []
+    for i in range(2000):
+        ts = T0 + (i + 1) * step
+        events.append(reconciled(ts, rng.uniform(-100, 100)))
+        events.append(completed(ts, rng.uniform(10, 5000)))
+    full = fold(events)
+    assert full.watermark is not None
+    recent = fold(e for e in events if fact_time(e) > full.watermark - WINDOW)
+
+    assert lifetime_stats(full).trades == 2000
+    assert full.window_trades == recent.window_trades
+    assert 0 < len(recent.window_trades) < 2000 * 31 // 200
+    size, recent_size = len(full.model_dump_json()), len(recent.model_dump_json())
+    assert size < 1.1 * recent_size
 
 
 def test_ratios_without_losses_or_spread_are_unknown() -> None:
@@ -227,6 +273,7 @@ def test_ratios_without_losses_or_spread_are_unknown() -> None:
 def test_no_facts_means_unknown_not_zero() -> None:
     assert stats_at(StatsState(), T0, 30) == AgentStats()
     assert lifetime_stats(StatsState()) == AgentStats()
+    assert tail_stats([], []) == (None, None)
 
 
 # --- What the fold accepts --------------------------------------------------------------------
@@ -420,6 +467,20 @@ def assert_matches(stats: AgentStats, expected: dict[str, Any]) -> None:
         assert actual[name] == (value if value is None else pytest.approx(value, abs=1e-9)), name
 
 
+def assert_lifetime_matches(stats: AgentStats, events: Sequence[Fact]) -> None:
+    """Everything but the tails from the fold; the tails None there, exact from `tail_stats`."""
+    expected = from_scratch(events)
+    assert_matches(stats, {k: v for k, v in expected.items() if k not in TAILS})
+    assert (stats.cvar95_bps, stats.p95_latency_ms) == (None, None)
+    tails = tail_stats(
+        (e.realized_pnl_bps for e in events if isinstance(e, SignalReconciled)),
+        (e.latency_ms for e in events if isinstance(e, RunCompleted)),
+    )
+    assert tails == tuple(
+        None if expected[k] is None else pytest.approx(expected[k], abs=1e-9) for k in TAILS
+    )
+
+
 @FAST
 @given(arrivals(), st.data())
 def test_a_duplicate_changes_nothing(events: list[Event], data: st.DataObject) -> None:
@@ -484,7 +545,7 @@ def test_window_equals_a_fresh_fold_of_only_the_in_window_facts(
 def test_lifetime_equals_a_computation_over_every_accepted_fact(
     events: list[Fact],
 ) -> None:
-    assert_matches(lifetime_stats(fold(events)), from_scratch(accepted(events)))
+    assert_lifetime_matches(lifetime_stats(fold(events)), accepted(events))
 
 
 @FAST
@@ -493,9 +554,10 @@ def test_in_time_order_every_fact_counts_in_the_lifetime(
     events: list[Fact],
 ) -> None:
     in_order = sorted(events, key=fact_time)
-    expected = from_scratch([e for e in in_order if counts(e)])
 
-    assert_matches(lifetime_stats(fold(in_order + in_order[::2])), expected)
+    assert_lifetime_matches(
+        lifetime_stats(fold(in_order + in_order[::2])), [e for e in in_order if counts(e)]
+    )
 
 
 @FAST

@@ -159,9 +159,14 @@ def test_duplicates_and_other_horizons_change_nothing() -> None:
 
 
 def test_remembers_a_bounded_number_of_ids() -> None:
-    state, _ = fold(reconciled(0.0) for _ in range(SEEN_IDS_KEPT + 5))
+    # A second line of defence behind the stats window's dedup: the last 64 ids.
+    recs = [reconciled(0.0) for _ in range(SEEN_IDS_KEPT + 5)]
+    state, _ = fold(recs)
 
-    assert len(state.seen_ids) == SEEN_IDS_KEPT
+    assert SEEN_IDS_KEPT == 64
+    assert state.seen_ids == tuple(r.event_id for r in recs[-SEEN_IDS_KEPT:])
+    assert apply_reconciled(state, recs[5], RULE, FOCUS) == (state, None)  # oldest kept
+    assert apply_reconciled(state, recs[4], RULE, FOCUS)[1] is not None  # forgotten
 
 
 def test_refuses_another_agents_reconciliation() -> None:
@@ -176,7 +181,10 @@ def test_refuses_another_agents_reconciliation() -> None:
 
 @st.composite
 def reconciliations(draw: st.DrawFn) -> list[SignalReconciled]:
-    """Up to 40 reconciliations of a few agents, with deterministic ids."""
+    """Up to 40 reconciliations of a few agents, with deterministic ids.
+
+    With up to 10 copies on top, fewer than SEEN_IDS_KEPT (64) apply per agent.
+    """
     return [
         reconciled(
             float(draw(st.integers(-80, 80))),

@@ -1,0 +1,1 @@
+"""Views rebuilt from the log on demand, through the same pure folds the live tables use."""

@@ -1,0 +1,104 @@
+"""The per-agent processor in Faust: stats, confidence, decisions and order intents.
+
+It reads `agent-input` (runs and signals, re-keyed by agent by their intake
+agents) and `reconciled` (keyed by agent by the reconcile processor); both have
+the same partition count, so Faust gives one worker partition p of both, and the
+agent's state (table `agent-state`) lives on that partition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+
+from schemas.envelope import Event
+from schemas.events import OrderIntent, RunCompleted, SignalEmitted, SignalReconciled
+from schemas.topics import topic
+from streams.agents.assess import AgentState, apply_agent_event
+from streams.agents.stats import stats_at
+from streams.deadletter import accepted_events
+from streams.fleet_state import policy_at
+from streams.fleet_view import FleetView
+from streams.outputs import RAW_SCHEMA, FaustTopics, forward, send_events
+from streams.settings import Settings
+from streams.sharded_store import ShardedStore
+from streams.supervisor.execution import BrokerAdapter, dispatch
+
+Handlers = dict[str, list[Any]]
+
+# The stats window is stored per day (see streams.sharded_store).
+AGENT_SHARDS = {"stats.window_trades": "day:exit_ts", "stats.window_runs": "day:ts"}
+
+
+def register_agent_processor(
+    app: faust.App,
+    topics: FaustTopics,
+    handlers: Handlers,
+    fleet: FleetView,
+    settings: Settings,
+    broker: BrokerAdapter,
+) -> None:
+    states = app.Table(
+        "agent-state",
+        schema=RAW_SCHEMA,
+        partitions=topic("agent-input").partitions,
+    )
+
+    store = ShardedStore(states, AgentState, AGENT_SHARDS)
+
+    async def to_agent(message: Any, event: Event) -> None:
+        assert isinstance(event, RunCompleted | SignalEmitted)
+        await forward(topics, "agent-input", event.agent, event)
+
+    handlers["runs"].append(to_agent)
+    handlers["signals"].append(to_agent)
+
+    channel = app.topic(
+        settings.topic("agent-input"),
+        settings.topic("reconciled"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    expected = topic("agent-input").types | topic("reconciled").types
+
+    async def assess_agents(stream: Any) -> None:
+        await fleet.ready.wait()
+        async for _message, event in accepted_events(stream, expected, topics["deadletter"]):
+            assert isinstance(event, RunCompleted | SignalEmitted | SignalReconciled)
+            key = event.agent.encode()
+            state = store.load(key) or AgentState.start(
+                event.agent, policy_at(fleet.state, event.ts)
+            )
+            new_state, outputs = apply_agent_event(state, event, fleet.state, settings.trading_mode)
+            outputs = [dispatch(o, broker) if isinstance(o, OrderIntent) else o for o in outputs]
+            await send_events(topics, outputs)
+            if isinstance(event, SignalReconciled) and new_state.stats is not state.stats:
+                await forward(topics, "fleet-input", "fleet", event)
+            store.save(key, new_state)
+
+    app.agent(channel, name="assess_agents")(assess_agents)
+
+    async def agent_states_view(web: Any, request: Any) -> Any:
+        """The live table, as this worker holds it (its partitions): state and window stats."""
+        body = {}
+        for key in store.keys():
+            state = store.load(key)
+            if state is None:
+                continue
+            at = state.stats.watermark
+            window = (
+                stats_at(state.stats, at, policy_at(fleet.state, at).thresholds.window_days)
+                if at is not None
+                else None
+            )
+            body[state.agent] = {
+                "state": state.model_dump(mode="json"),
+                "window": window.model_dump(mode="json") if window is not None else None,
+            }
+        return web.bytes(orjson.dumps(body), content_type="application/json")
+
+    app.page("/agents/")(agent_states_view)

@@ -1,0 +1,100 @@
+"""The supervisor in Faust: the fleet processor, operator commands, timed kill expiry.
+
+`fleet-input` and `commands` have one partition each, so exactly one worker runs
+each of these processors at a time, in one total order.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from schemas.codec import encode_event
+from schemas.envelope import Event
+from schemas.events import OperatorCommand, RegimeChanged
+from schemas.topics import topic
+from streams.deadletter import accepted_events, rejection
+from streams.fleet_view import FleetView
+from streams.outputs import RAW_SCHEMA, FaustTopics, forward, send_events
+from streams.sharded_store import ShardedStore
+from streams.supervisor.commands import CommandGate, Keyring, apply_command
+from streams.supervisor.fleet import FleetBook, apply_fleet_input
+from streams.supervisor.kill_list import expired
+
+Handlers = dict[str, list[Any]]
+FLEET_KEY = b"fleet"
+GATE_KEY = b"gate"
+# Portfolio window, class trades (per day) and agent assessments (per agent) are stored
+# apart from the head (see streams.sharded_store).
+FLEET_SHARDS = {
+    "portfolio.window_trades": "day:exit_ts",
+    "portfolio.window_runs": "day:ts",
+    "class_trades.*": "day:exit_ts",
+    "agents": "key",
+}
+
+
+def register_supervisor(
+    app: faust.App, topics: FaustTopics, handlers: Handlers, fleet: FleetView, keyring: Keyring
+) -> None:
+    books = app.Table("fleet-book", schema=RAW_SCHEMA, partitions=topic("fleet-input").partitions)
+    gates = app.Table("command-gate", schema=RAW_SCHEMA, partitions=topic("commands").partitions)
+
+    store = ShardedStore(books, FleetBook, FLEET_SHARDS)
+
+    async def to_fleet(message: Any, event: Event) -> None:
+        assert isinstance(event, RegimeChanged)
+        await forward(topics, "fleet-input", "fleet", event)
+
+    handlers["regimes"].append(to_fleet)
+
+    async def supervise_fleet(stream: Any) -> None:
+        await fleet.ready.wait()
+        spec = topic("fleet-input")
+        async for _message, event in accepted_events(stream, spec.types, topics["deadletter"]):
+            book = store.load(FLEET_KEY) or FleetBook()
+            new_book, outputs = apply_fleet_input(book, event, fleet.state)
+            await send_events(topics, outputs)
+            store.save(FLEET_KEY, new_book)
+
+    app.agent(topics["fleet-input"], name="supervise_fleet")(supervise_fleet)
+
+    async def verify_command(message: Any, event: Event) -> None:
+        assert isinstance(event, OperatorCommand)
+        stored = gates.get(GATE_KEY)
+        gate = CommandGate.model_validate_json(stored) if stored else CommandGate()
+        # Freshness is judged at the broker's receipt time, so a replay judges the same way.
+        received = datetime.fromtimestamp(message.timestamp, tz=UTC)
+        new_gate, result = apply_command(gate, event, keyring, received)
+        if isinstance(result, str):
+            rejected = rejection(
+                message.topic,
+                message.partition,
+                message.offset,
+                message.timestamp,
+                message.value,
+                f"operator command refused: {result}",
+            )
+            await topics["deadletter"].send(key=message.key, value=encode_event(rejected))
+            return
+        await send_events(topics, result)
+        gates[GATE_KEY] = new_gate.model_dump_json().encode()
+
+    handlers["commands"].append(verify_command)
+
+    sent_revives: set[str] = set()
+
+    async def expire_timed_kills() -> None:
+        """Emit the revive of each timed kill whose `until` has passed (wall clock: a pause
+        is a promise about real time). Ids derive from the kill, so repeats are harmless."""
+        due = [
+            f
+            for f in expired(fleet.state.kills, datetime.now(UTC))
+            if str(f.event_id) not in sent_revives
+        ]
+        await send_events(topics, due)
+        sent_revives.update(str(f.event_id) for f in due)
+
+    app.timer(0.5, on_leader=True)(expire_timed_kills)
