@@ -112,7 +112,7 @@ class ShardedStore(Generic[M]):
         self.spec = spec
         self._cache: dict[bytes, _Cached[M]] = {}
 
-    def keys(self) -> list[bytes]:
+    def heads(self) -> list[bytes]:
         """The keys of the stored models (heads), without their shards."""
         return sorted(key for key in self.table if b'|["' not in key)
 

@@ -85,7 +85,7 @@ def register_agent_processor(
     async def agent_states_view(web: Any, request: Any) -> Any:
         """The live table, as this worker holds it (its partitions): state and window stats."""
         body = {}
-        for key in store.keys():
+        for key in store.heads():
             state = store.load(key)
             if state is None:
                 continue

@@ -79,7 +79,7 @@ def test_appending_to_one_day_rewrites_that_day_and_the_head_only() -> None:
 
     recording = Recording(table)
     store.table = recording
-    later = days + (Point(ts=days[-1].ts + timedelta(hours=1), value=1.0),)
+    later = (*days, Point(ts=days[-1].ts + timedelta(hours=1), value=1.0))
     store.save(b"k", State(inner=Inner(points=later)))
     assert len(writes) == 2  # the last day's shard and the head
     assert ShardedStore(recording, State, SPEC).load(b"k") == State(inner=Inner(points=later))
