@@ -36,7 +36,6 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "stream_buffer_maxsize": 256,
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": "at_least_once",
-        "TableManager": "streams.recovery_patch:SeekFirstTableManager",
         # Never listen on all interfaces unless asked to (Faust's default is 0.0.0.0).
         "web_bind": settings.web_host,
         "web_host": settings.web_host,

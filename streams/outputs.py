@@ -5,18 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import faust
-
 from schemas.codec import encode_event
 from schemas.envelope import Event
 from streams.sdk.publisher import key_for, topic_for
 
 FaustTopics = dict[str, Any]
-
-# Tables hold orjson bytes of the pure folds' frozen models: one codec everywhere.
-RAW_SCHEMA: Any = faust.Schema(
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-)
 
 
 async def send_events(topics: FaustTopics, events: Iterable[Event]) -> None:

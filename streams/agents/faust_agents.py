@@ -21,7 +21,7 @@ from streams.agents.stats import stats_at
 from streams.deadletter import accepted_events
 from streams.fleet_state import policy_at
 from streams.fleet_view import FleetView
-from streams.outputs import RAW_SCHEMA, FaustTopics, forward, send_events
+from streams.outputs import FaustTopics, forward, send_events
 from streams.settings import Settings
 from streams.sharded_store import ShardedStore
 from streams.supervisor.execution import BrokerAdapter, dispatch
@@ -42,7 +42,8 @@ def register_agent_processor(
 ) -> None:
     states = app.Table(
         "agent-state",
-        schema=RAW_SCHEMA,
+        key_type=bytes,
+        value_type=bytes,
         partitions=topic("agent-input").partitions,
     )
 

@@ -18,7 +18,7 @@ from schemas.topics import topic
 from streams.deadletter import accepted_events
 from streams.fleet_state import policy_at
 from streams.fleet_view import FleetView
-from streams.outputs import RAW_SCHEMA, FaustTopics, forward, send_events
+from streams.outputs import FaustTopics, forward, send_events
 from streams.reconcile.candles import base_asset
 from streams.reconcile.rule import PRODUCER, Outcome, SymbolBook, Unreconcilable, apply_event
 from streams.sharded_store import ShardedStore
@@ -50,7 +50,8 @@ def register_reconcile(
 ) -> None:
     books = app.Table(
         "reconcile-books",
-        schema=RAW_SCHEMA,
+        key_type=bytes,
+        value_type=bytes,
         partitions=topic("reconcile-input").partitions,
     )
 

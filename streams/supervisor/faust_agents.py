@@ -17,7 +17,7 @@ from schemas.events import OperatorCommand, RegimeChanged
 from schemas.topics import topic
 from streams.deadletter import accepted_events, rejection
 from streams.fleet_view import FleetView
-from streams.outputs import RAW_SCHEMA, FaustTopics, forward, send_events
+from streams.outputs import FaustTopics, forward, send_events
 from streams.sharded_store import ShardedStore
 from streams.supervisor.commands import CommandGate, Keyring, apply_command
 from streams.supervisor.fleet import FleetBook, apply_fleet_input
@@ -39,8 +39,12 @@ FLEET_SHARDS = {
 def register_supervisor(
     app: faust.App, topics: FaustTopics, handlers: Handlers, fleet: FleetView, keyring: Keyring
 ) -> None:
-    books = app.Table("fleet-book", schema=RAW_SCHEMA, partitions=topic("fleet-input").partitions)
-    gates = app.Table("command-gate", schema=RAW_SCHEMA, partitions=topic("commands").partitions)
+    books = app.Table(
+        "fleet-book", key_type=bytes, value_type=bytes, partitions=topic("fleet-input").partitions
+    )
+    gates = app.Table(
+        "command-gate", key_type=bytes, value_type=bytes, partitions=topic("commands").partitions
+    )
 
     store = ShardedStore(books, FleetBook, FLEET_SHARDS)
 

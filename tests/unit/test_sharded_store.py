@@ -33,17 +33,21 @@ class State(WireModel):
 SPEC = {"inner.points": "day:ts", "by_class.*": "day:ts", "members": "key"}
 
 points = st.lists(
-    st.builds(Point, ts=st.integers(0, 24 * 90).map(lambda h: T0 + timedelta(hours=h)),
-              value=st.floats(-1e6, 1e6)),
+    st.builds(
+        Point,
+        ts=st.integers(0, 24 * 90).map(lambda h: T0 + timedelta(hours=h)),
+        value=st.floats(-1e6, 1e6),
+    ),
     max_size=40,
 ).map(lambda items: tuple(sorted(items, key=lambda p: p.ts)))
-names = st.text(alphabet="ab./|\"", min_size=1, max_size=4)
+names = st.text(alphabet='ab./|"', min_size=1, max_size=4)
 states = st.builds(
     State,
     inner=st.builds(Inner, points=points),
     by_class=st.dictionaries(names, points, max_size=3),
-    members=st.dictionaries(names, st.builds(Point, ts=st.just(T0), value=st.floats(0, 1)),
-                            max_size=3),
+    members=st.dictionaries(
+        names, st.builds(Point, ts=st.just(T0), value=st.floats(0, 1)), max_size=3
+    ),
 )
 
 

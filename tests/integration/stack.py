@@ -1,0 +1,106 @@
+"""Test helpers: a real Faust worker process on the test broker, and log readers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from projections.log import events, read_broker
+from schemas.codec import encode_event
+from schemas.envelope import Event
+from streams.broker.admin import catalogue_partitions, ensure_topics
+from streams.broker.embedded import EmbeddedBroker, free_port
+from streams.sdk.publisher import key_for, topic_for
+from streams.settings import Settings
+from streams.stack import WorkerProcess
+from tests.conftest import eventually
+
+
+def worker_settings(prefix: str, data_dir: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        METASUP_TOPIC_PREFIX=prefix,
+        METASUP_DATA_DIR=data_dir,
+        METASUP_WEB_PORT=free_port(),
+    )
+
+
+class Worker:
+    """`faust -A streams.app worker` as a user would run it, on the test broker."""
+
+    def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
+        self.process = WorkerProcess(0, broker.bootstrap, settings)
+        self.settings = settings
+
+    def start(self) -> None:
+        self.process.start()
+
+    def kill(self) -> None:
+        assert self.process.process is not None
+        self.process.process.send_signal(signal.SIGKILL)
+        self.process.process.wait()
+        self.process.process = None
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def log(self) -> str:
+        return (self.settings.data_dir / "worker-0.log").read_text(errors="replace")
+
+    async def agents_view(self) -> dict[str, object]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.process.web_port)
+        writer.write(b"GET /agents/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        response = await reader.read()
+        writer.close()
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0], head
+        return dict(orjson.loads(body))
+
+
+async def create_topics(broker: EmbeddedBroker, prefix: str) -> None:
+    await ensure_topics(broker.bootstrap, catalogue_partitions(prefix))
+
+
+async def produce(
+    broker: EmbeddedBroker, prefix: str, items: Iterable[Event | tuple[str, bytes]]
+) -> None:
+    """Send events (to their home topic, keyed per contract) or raw (topic, bytes) records,
+    in order, with a plain aiokafka producer as any external client would."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for item in items:
+            if isinstance(item, tuple):
+                await producer.send_and_wait(prefix + item[0], item[1], key=b"raw")
+            else:
+                spec = topic_for(item)
+                await producer.send_and_wait(
+                    prefix + spec.name, encode_event(item), key=key_for(item, spec)
+                )
+    finally:
+        await producer.stop()
+
+
+async def read_events(broker: EmbeddedBroker, prefix: str, *names: str) -> list[Event]:
+    records = await read_broker(broker.bootstrap, [prefix + name for name in names])
+    return list(events(records))
+
+
+async def wait_for_events(
+    broker: EmbeddedBroker, prefix: str, name: str, count: int, timeout_s: float = 60.0
+) -> list[Event]:
+    """Wait until `name` holds at least `count` distinct events; return them."""
+    found: list[Event] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        found = await read_events(broker, prefix, name)
+        return len({e.event_id for e in found}) >= count
+
+    await eventually(enough, timeout_s=timeout_s, every_s=0.5)
+    return found
