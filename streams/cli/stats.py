@@ -1,0 +1,66 @@
+"""`metasup stats [AGENT]`: rolling-window stats, multiplier and decision per agent,
+rebuilt from the log through the same folds the live tables use."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import datetime
+
+import orjson
+
+from projections.agents import AGENT_TOPICS, project_agents
+from projections.log import events, merged_by_receipt, read_broker
+from schemas.envelope import to_utc
+from streams.cli.connection import resolve_bootstrap
+from streams.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("stats", help="per-agent stats, multiplier and decision")
+    parser.add_argument("agent", nargs="?", help="one agent in full detail (JSON)")
+    parser.add_argument(
+        "--as-of",
+        type=datetime.fromisoformat,
+        help="ISO-8601 time with timezone: stats as the log stood then",
+    )
+    parser.set_defaults(run=run)
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = to_utc(args.as_of) if args.as_of else None
+    bootstrap = resolve_bootstrap(settings)
+    records = asyncio.run(read_broker(bootstrap, [settings.topic(t) for t in AGENT_TOPICS]))
+    projection = project_agents(events(merged_by_receipt(records), until=as_of))
+    if args.agent:
+        if args.agent not in projection.agents:
+            known = ", ".join(sorted(projection.agents)) or "none yet"
+            print(f"no agent {args.agent!r} in the log (agents: {known})")
+            return 1
+        state = projection.agents[args.agent]
+        body = {
+            "agent": args.agent,
+            "strategy_class": state.strategy_class,
+            "decision": state.decision,
+            "confidence_mult": state.confidence.mult,
+            "window": projection.window_stats(args.agent, as_of).model_dump(mode="json"),
+        }
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(
+        f"{'agent':<18} {'class':<14} {'decision':<8} {'trades':>6} {'pnl_bps':>9} "
+        f"{'hit':>5} {'err':>5} {'lat_ms':>7} {'dd_bps':>8} {'mult':>5}"
+    )
+    for name, state in sorted(projection.agents.items()):
+        s = projection.window_stats(name, as_of)
+        print(
+            f"{name:<18} {state.strategy_class or '-':<14} {state.decision or '-':<8} "
+            f"{s.trades:>6} {s.pnl_sum_bps:>9.1f} {_fmt(s.hit_rate, '.2f'):>5} "
+            f"{_fmt(s.error_rate, '.2f'):>5} {_fmt(s.avg_latency_ms, '.0f'):>7} "
+            f"{s.max_drawdown_bps:>8.1f} {state.confidence.mult:>5.2f}"
+        )
+    return 0
