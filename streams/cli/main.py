@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from streams.cli import emit, stats, status, tail, topics, up
+from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up
 from streams.settings import Settings
 
-SUBCOMMANDS = (up, emit, tail, topics, status, stats)
+SUBCOMMANDS = (up, emit, tail, topics, status, stats, keys, operator, policy, spawn)
 
 
 def build_parser() -> argparse.ArgumentParser:
