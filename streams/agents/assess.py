@@ -9,6 +9,7 @@ duplicate is recognised once (by the stats window's event ids) for both.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from pydantic import Field
@@ -16,6 +17,7 @@ from pydantic import Field
 from schemas.envelope import Event, WireModel, derived_event_id
 from schemas.events import (
     AgentAssessed,
+    AgentKilled,
     Decision,
     RunCompleted,
     SignalEmitted,
@@ -38,6 +40,10 @@ class AgentState(WireModel):
     stats: StatsState = Field(default_factory=StatsState)
     confidence: confidence.ConfidenceState
     decision: Decision | None = None
+    # The auto kill this processor emitted and the kill list (folded from `kills` by the
+    # FleetView) does not show yet: until it does, the agent counts as killed, so the
+    # decision does not flap KILL -> HOLD -> KILLED while the fact travels.
+    unseen_kill_id: uuid.UUID | None = None
 
     @classmethod
     def start(cls, agent: str, policy: Policy) -> AgentState:
@@ -51,9 +57,13 @@ def assess(
 ) -> tuple[AgentState, list[Event]]:
     """Decide on the current window stats; report the assessment to the fleet processor."""
     window = stats_at(state.stats, at, policy.thresholds.window_days)
-    killed = is_killed(fleet.kills, state.agent, state.strategy_class, at)
+    unseen = state.unseen_kill_id
+    if unseen is not None and any(r.event_id == unseen for r in fleet.kills.history):
+        unseen = None
+    killed = unseen is not None or is_killed(fleet.kills, state.agent, state.strategy_class, at)
     outcome = decide(state.agent, window, state.confidence.mult, killed, policy)
     events = decision_events(state.decision, outcome, window, at, cause.event_id)
+    unseen = next((e.event_id for e in events if isinstance(e, AgentKilled)), unseen)
     assessed = AgentAssessed.create(
         event_id=derived_event_id("assessed", state.agent, cause.event_id),
         ts=at,
@@ -64,7 +74,8 @@ def assess(
         mult=state.confidence.mult,
         decision=outcome.decision,
     )
-    return state.model_copy(update={"decision": outcome.decision}), [*events, assessed]
+    state = state.model_copy(update={"decision": outcome.decision, "unseen_kill_id": unseen})
+    return state, [*events, assessed]
 
 
 def apply_agent_event(

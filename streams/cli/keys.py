@@ -113,7 +113,9 @@ def run_new(args: argparse.Namespace, settings: Settings) -> int:
     replaced = actor in keyring
     keyring[actor] = new_key()
     write_keyring_file(path, keyring)
-    print(f"{'replaced' if replaced else 'created'} the key of actor {actor!r} in {path} (mode 600)")
+    print(
+        f"{'replaced' if replaced else 'created'} the key of actor {actor!r} in {path} (mode 600)"
+    )
     print()
     print("Sign commands with it:")
     print(f"  METASUP_OPERATOR_ACTOR={actor} metasup kill AGENT --reason '...'")
@@ -121,9 +123,10 @@ def run_new(args: argparse.Namespace, settings: Settings) -> int:
     print("(--actor may be left out while the keyring holds a single actor)")
     print()
     print(
-        "The supervisor verifies signatures with the same keyring: workers read this file "
-        "(METASUP_OPERATOR_KEYS_FILE, default <METASUP_DATA_DIR>/operator-keys.json) or "
-        "METASUP_OPERATOR_KEYS='actor:hexsecret,...'. Restart running workers to load a new key."
+        "The supervisor verifies signatures with the same keyring: workers read this file\n"
+        "(METASUP_OPERATOR_KEYS_FILE, default <METASUP_DATA_DIR>/operator-keys.json), or\n"
+        "METASUP_OPERATOR_KEYS='actor:hexsecret,...' when that is set.\n"
+        "Workers load keys at start: restart a running stack (`metasup up`) to use a new key."
     )
     if settings.operator_keys is not None:
         print(
@@ -153,4 +156,3 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     for actor in sorted(keyring):
         print(f"  {actor}")
     return 0
-

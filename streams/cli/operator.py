@@ -19,11 +19,10 @@ import orjson
 from schemas.envelope import Event, format_utc, to_utc
 from schemas.events import KillRequested, OperatorCommand, ReviveRequested, TargetType
 from streams.cli.connection import resolve_bootstrap
-from streams.cli.emit import send
 from streams.cli.keys import keyring_file
-from streams.sdk.publisher import topic_for
+from streams.sdk.publisher import Publisher, topic_for
 from streams.settings import Settings
-from streams.supervisor.commands import load_keyring, new_nonce, sign
+from streams.supervisor.commands import DEFAULT_MAX_AGE_S, load_keyring, new_nonce, sign
 
 PRODUCER = "metasup.cli"
 ACTOR_ENV = "METASUP_OPERATOR_ACTOR"
@@ -42,7 +41,7 @@ examples:
 
 The command is signed with the actor's key (see `metasup keys new`): --actor, else
 $METASUP_OPERATOR_ACTOR, else the only actor in the keyring. The supervisor accepts
-it only if the signature is valid and it arrives within 5 minutes. The result is a
+it only if the signature is valid and it arrives within {max_age} minutes. The result is a
 fact on `kills` (`metasup subscribe kills`); a refusal goes to `deadletter`
 (`metasup tail deadletter`).
 """
@@ -61,9 +60,7 @@ def parse_time(text: str) -> datetime:
             f"{text!r} is not an ISO-8601 time (e.g. 2024-06-01T12:00:00Z)"
         ) from None
     if value.tzinfo is None or value.utcoffset() is None:
-        raise OperatorError(
-            f"{text!r} has no timezone: add 'Z' for UTC or an offset like +02:00"
-        )
+        raise OperatorError(f"{text!r} has no timezone: add 'Z' for UTC or an offset like +02:00")
     return to_utc(value)
 
 
@@ -140,13 +137,24 @@ def build_command(
     return sign(command, secret)
 
 
+async def send_events(bootstrap: str, prefix: str, events: Sequence[Event]) -> None:
+    """Publish each event to its home topic; the producer is closed even if start fails."""
+    publisher = Publisher(bootstrap, prefix)
+    try:
+        await publisher.start()
+        for event in events:
+            await publisher.publish(event)
+    finally:
+        await publisher.stop()
+
+
 def publish_events(settings: Settings, events: Sequence[Event]) -> bool:
     """Send `events` to their home topics; on failure say why and return False."""
     bootstrap = resolve_bootstrap(settings)
     try:
         asyncio.run(
             asyncio.wait_for(
-                send(bootstrap, settings.topic_prefix, list(events)), timeout=SEND_TIMEOUT_S
+                send_events(bootstrap, settings.topic_prefix, events), timeout=SEND_TIMEOUT_S
             )
         )
     except Exception as error:
@@ -181,7 +189,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "kill",
         help="ask the supervisor to kill an agent or a strategy class (signed command)",
         description="Send a signed kill.requested to `commands`.",
-        epilog=_EPILOG,
+        epilog=_EPILOG.format(max_age=round(DEFAULT_MAX_AGE_S / 60)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_target(kill, "kill")
@@ -199,7 +207,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "revive",
         help="ask the supervisor to revive a killed agent or strategy class (signed command)",
         description="Send a signed revive.requested to `commands`.",
-        epilog=_EPILOG,
+        epilog=_EPILOG.format(max_age=round(DEFAULT_MAX_AGE_S / 60)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_target(revive, "revive")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -80,8 +81,9 @@ def _field_type(key: str) -> Any:
         if _is_model(kind):
             fields = kind.model_fields
             if part not in fields:
-                known = ", ".join(fields)
-                raise PolicyChangeError(f"unknown key {key!r}: {here} has no {part!r} ({known})")
+                close = difflib.get_close_matches(part, list(fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(fields)}"
+                raise PolicyChangeError(f"unknown key {key!r}: {here} has no {part!r}; {hint}")
             kind = fields[part].annotation
         elif get_origin(kind) is dict:
             kind = get_args(kind)[1]
@@ -228,14 +230,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "set",
         help="change policy values (publishes policy.updated)",
         description=(
-            "Start from the policy in force now, apply KEY=VALUE changes, add one to "
+            "Start from the policy in force now, apply KEY=VALUE changes, add one to\n"
             "`version`, validate, and publish the whole policy as policy.updated to `policy`."
         ),
         epilog=_SET_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     change.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="dotted key = value")
-    change.add_argument("--reason", default="", metavar="TEXT", help="why (printed; see notes)")
+    change.add_argument(
+        "--reason",
+        default="",
+        metavar="TEXT",
+        help="why (stored on the event)"
+        if "reason" in PolicyUpdated.model_fields
+        else "why (printed only: policy.updated has no reason field)",
+    )
     change.set_defaults(run=run_set)
 
 
@@ -278,8 +287,10 @@ def run_set(args: argparse.Namespace, settings: Settings) -> int:
         return 2 if isinstance(error, PolicyChangeError) else 1
     diff = [row for row in policy_diff(current, updated) if row[0] != "version"]
     if not diff:
-        print(f"nothing to change: the policy in force (version {current.version}) already has "
-              "these values; nothing sent")
+        print(
+            f"nothing to change: the policy in force (version {current.version}) already has "
+            "these values; nothing sent"
+        )
         return 0
     fields: dict[str, Any] = updated.model_dump()
     if "reason" in PolicyUpdated.model_fields:  # carried once the schema has the field

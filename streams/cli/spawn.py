@@ -24,15 +24,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "spawn",
         help="record that a child agent was spawned from a parent (writes `lineage`)",
         description=(
-            "Publish agent.spawned to `lineage`. `lineage` is a derived topic that `emit` "
-            "refuses to write: this command is the supervisor's own CLI acting as the writer "
-            "of lineage facts. Run it once the child is deployed. The event id derives from "
-            "(parent, child, proposal id or else reason), so the same spawn sent twice "
-            "carries one id and readers count it once."
+            "Publish agent.spawned to `lineage`.\n\n"
+            "`lineage` is a derived topic, which `emit` refuses to write: this command is\n"
+            "the supervisor's own CLI acting as the writer of lineage facts. Run it once\n"
+            "the child is deployed. The event id derives from (parent, child, proposal id\n"
+            "or else reason), so the same spawn sent twice carries one id."
         ),
         epilog=(
             "example:\n  metasup spawn --parent momentum-7 --child momentum-7b "
-            "--reason 'tighter stops' --strategy momentum --proposal-id p-42"
+            "--reason 'tighter stops' \\\n      --strategy momentum --proposal-id p-42"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,6 +14,18 @@ from streams.broker.recorder import Recorder
 from streams.broker.restore import restore
 
 
+async def produce_raw(bootstrap: str, topic: str, count: int) -> None:
+    """Multi-record batches from a foreign producer, as kcat would send them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    await producer.start()
+    for i in range(count):
+        await producer.send(
+            topic, f"v{i}".encode(), key=f"agent-{i % 7}".encode(), headers=[("origin", b"test")]
+        )
+    await producer.flush()
+    await producer.stop()
+
+
 async def _read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, bytes]]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
