@@ -263,23 +263,35 @@ class Stack:
                     )
                     worker.start()
 
+    async def abandon_recorder(self) -> None:
+        """Stop copying from a dead broker; what was copied is already durable."""
+        if self._recorder_task is not None:
+            self._recorder_task.cancel()
+            await asyncio.wait({self._recorder_task}, timeout=5)
+            self._recorder_task = None
+        if self.recorder is not None:
+            # aiokafka's stop() can wait on the dead broker for a long time and shields
+            # itself from cancellation: let it finish in the background.
+            stopping = asyncio.ensure_future(self.recorder.stop())
+            await asyncio.wait({stopping}, timeout=5)
+            self.recorder = None
+
     async def recover_from_broker_death(self) -> None:
         assert self.broker is not None
         port = self.broker.port
         self.say("the embedded broker died: restarting the stack from the durable log")
         self.stop_workers()
-        if self._recorder_task is not None:
-            self._recorder_stop.set()
-            self._recorder_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._recorder_task
-            self._recorder_task = None
-        if self.recorder is not None:
-            with contextlib.suppress(Exception):
-                await self.recorder.stop()
-            self.recorder = None
+        await self.abandon_recorder()
         self.broker.stop()
-        await self.start_broker(port)
+        for attempt in range(1, 31):
+            try:
+                await self.start_broker(port)
+                break
+            except Exception as error:  # keep trying: the log is safe on disk meanwhile
+                self.say(f"restart attempt {attempt} failed ({error}); retrying in 1 s")
+                await asyncio.sleep(1)
+        else:
+            raise RuntimeError(f"could not restart the embedded broker on port {port}")
         self.start_workers()
         self.write_stack_file()
 
