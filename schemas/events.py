@@ -256,6 +256,8 @@ class AgentAssessed(Event):
     stats: AgentStats
     mult: float
     decision: Decision
+    # The agent's assessment number: the fleet keeps the highest (event times can tie).
+    seq: int = 0
 
 
 class EventRejected(Event):

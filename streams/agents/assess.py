@@ -44,6 +44,8 @@ class AgentState(WireModel):
     # FleetView) does not show yet: until it does, the agent counts as killed, so the
     # decision does not flap KILL -> HOLD -> KILLED while the fact travels.
     unseen_kill_id: uuid.UUID | None = None
+    # Assessments sent so far: their order for the fleet processor (times can tie).
+    assessments: int = 0
 
     @classmethod
     def start(cls, agent: str, policy: Policy) -> AgentState:
@@ -52,14 +54,20 @@ class AgentState(WireModel):
         )
 
 
+def _pending_auto_kill(state: AgentState, fleet: FleetState) -> uuid.UUID | None:
+    """The agent's own auto kill while the kill list does not show it yet."""
+    unseen = state.unseen_kill_id
+    if unseen is not None and any(r.event_id == unseen for r in fleet.kills.history):
+        return None
+    return unseen
+
+
 def assess(
     state: AgentState, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[AgentState, list[Event]]:
     """Decide on the current window stats; report the assessment to the fleet processor."""
     window = stats_at(state.stats, at, policy.thresholds.window_days)
-    unseen = state.unseen_kill_id
-    if unseen is not None and any(r.event_id == unseen for r in fleet.kills.history):
-        unseen = None
+    unseen = _pending_auto_kill(state, fleet)
     killed = unseen is not None or is_killed(fleet.kills, state.agent, state.strategy_class, at)
     outcome = decide(state.agent, window, state.confidence.mult, killed, policy)
     events = decision_events(state.decision, outcome, window, at, cause.event_id)
@@ -73,8 +81,15 @@ def assess(
         stats=window,
         mult=state.confidence.mult,
         decision=outcome.decision,
+        seq=state.assessments + 1,
     )
-    state = state.model_copy(update={"decision": outcome.decision, "unseen_kill_id": unseen})
+    state = state.model_copy(
+        update={
+            "decision": outcome.decision,
+            "unseen_kill_id": unseen,
+            "assessments": state.assessments + 1,
+        }
+    )
     return state, [*events, assessed]
 
 
@@ -91,15 +106,13 @@ def apply_agent_event(
             max(event.ts, state.stats.watermark or event.ts),
             policy.thresholds.window_days,
         )
+        killed = kill_reason(
+            fleet.kills, state.agent, event.strategy_class or state.strategy_class, event.ts
+        )
+        if killed is None and _pending_auto_kill(state, fleet) is not None:
+            killed = f"agent {state.agent} killed by the supervisor (decision {state.decision})"
         order = order_for_signal(
-            event,
-            weight_of(fleet, state.agent),
-            window.max_drawdown_bps,
-            kill_reason(
-                fleet.kills, state.agent, event.strategy_class or state.strategy_class, event.ts
-            ),
-            mode,
-            policy,
+            event, weight_of(fleet, state.agent), window.max_drawdown_bps, killed, mode, policy
         )
         return state, [order]
     if not isinstance(event, RunCompleted | SignalReconciled):

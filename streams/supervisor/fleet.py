@@ -148,7 +148,7 @@ def apply_fleet_input(
             emitted += class_kills
     elif isinstance(event, AgentAssessed):
         known = book.agents.get(event.agent)
-        if known is not None and (known.ts, str(known.event_id)) >= (at, str(event.event_id)):
+        if known is not None and known.seq >= event.seq:
             return book, []  # an older or repeated assessment
         breach_killed = tuple(
             name

@@ -429,15 +429,7 @@ def test_every_signal_gets_exactly_one_intent_within_the_cap(
         assert (order.target_usd, order.routed) == (0.0, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (streams/agents/assess.py): the order gate ignores `unseen_kill_id`. After the "
-        "agent's own auto KILL, and before the kill fact is folded, the decision is KILLED but "
-        "a signal is still sized and, in live mode, routed."
-    ),
-)
-def test_bug_signal_right_after_an_auto_kill_is_blocked() -> None:
+def test_signal_right_after_an_auto_kill_is_blocked() -> None:
     state, _ = run([reconciled(-100.0, 1), reconciled(-60.0, 2)])
     assert state.decision is Decision.KILL  # the auto kill has been emitted
     fleet = fleet_with(weights(alpha=0.4))  # the kill fact has not been folded yet

@@ -48,7 +48,9 @@ def assessed(
     mult: float = 1.0,
     decision: Decision = Decision.HOLD,
     strategy_class: str | None = None,
+    seq: int | None = None,
 ) -> AgentAssessed:
+    """An assessment; unless told otherwise, later ones carry higher sequence numbers."""
     return AgentAssessed.create(
         event_id=derived_event_id("test-assessed", agent, at, pnl, decision),
         ts=at,
@@ -58,6 +60,7 @@ def assessed(
         stats=AgentStats(trades=10, runs=10, pnl_sum_bps=pnl, hit_rate=hit, error_rate=error_rate),
         mult=mult,
         decision=decision,
+        seq=seq if seq is not None else int((at - T0).total_seconds() // 60) + 1,
     )
 
 
@@ -385,18 +388,7 @@ def test_a_class_already_on_the_kill_list_is_not_killed_again() -> None:
 # Both folds together
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (streams/supervisor/fleet.py + streams/agents/assess.py): AgentAssessed.ts is the "
-        "stats watermark, which does not move for a fact no newer than the newest one (two "
-        "trades with the same exit time, a run older than the last exit). The fleet then orders "
-        "the two assessments by event-id string, so about half of the newer ones are dropped as "
-        "'older or repeated'. Here the agent's KILL never reaches the fleet, which keeps its "
-        "weight."
-    ),
-)
-def test_bug_a_newer_assessment_with_the_same_watermark_reaches_the_fleet() -> None:
+def test_a_newer_assessment_with_the_same_watermark_reaches_the_fleet() -> None:
     exit_ts = T0 + 30 * HOUR
     a_run = RunCompleted.create(
         ts=T0, producer="t", agent="a", run_id=uuid.UUID(int=9), started_at=T0, latency_ms=100.0
