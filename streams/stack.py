@@ -135,7 +135,8 @@ class Stack:
 
     async def start_broker(self, port: int) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker(port=port, log_path=self.settings.data_dir / "tansu.log")
+        if self.broker is None:  # a restart reuses it, and so keeps its public port
+            self.broker = EmbeddedBroker(port=port, log_path=self.settings.data_dir / "tansu.log")
         started = time.monotonic()
         await self.broker.start()
         self.bootstrap = self.broker.bootstrap
@@ -184,7 +185,7 @@ class Stack:
             await self.recorder.stop()
             self.recorder = None
         if self.broker is not None:
-            self.broker.stop()
+            await self.broker.close()
 
     def start_workers(self) -> None:
         self.worker_processes = [

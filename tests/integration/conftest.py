@@ -18,7 +18,7 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embe
     embedded = EmbeddedBroker(port=free_port(), log_path=log_dir / "tansu.log")
     await embedded.start()
     yield embedded
-    embedded.stop()
+    await embedded.close()
 
 
 @pytest.fixture

@@ -83,18 +83,14 @@ async def test_sigkilled_broker_is_restored_with_records_and_group_offsets(
     broker.process.wait()
     broker.process = None
 
-    reborn = EmbeddedBroker(port=broker.port)
-    await reborn.start()
-    try:
-        report = await restore(reborn.bootstrap, durable_log)
-        assert report.records == 300
-        after = await _read_all(reborn.bootstrap, signals, 4)
-        assert after == before  # same partition, same offset, same value
-        probe = AIOKafkaConsumer(
-            bootstrap_servers=reborn.bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await probe.start()
-        assert await probe.committed(TopicPartition(signals, 0)) == 17
-        await probe.stop()
-    finally:
-        reborn.stop()
+    await broker.start()  # a fresh, empty Tansu behind the same address
+    report = await restore(broker.bootstrap, durable_log)
+    assert report.records == 300
+    after = await _read_all(broker.bootstrap, signals, 4)
+    assert after == before  # same partition, same offset, same value
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await probe.start()
+    assert await probe.committed(TopicPartition(signals, 0)) == 17
+    await probe.stop()
