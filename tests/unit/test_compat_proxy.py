@@ -1,0 +1,36 @@
+"""The proxy drops exactly the ApiVersions v3 tagged fields librdkafka 2.0 cannot skip."""
+
+from __future__ import annotations
+
+import struct
+
+from streams.broker.compat_proxy import read_uvarint, skip_tags, strip_api_versions_tags
+
+# Tail of Tansu 0.6.0's answer, as captured: throttle 0, then 4 tagged fields
+# (supported features, finalized features epoch -1, finalized features, zk migration).
+TANSU_TAGS = bytes.fromhex("040001010108ffffffffffffffff020101030100")
+
+
+def api_versions_v3(entries: list[tuple[int, int, int]], tags: bytes) -> bytes:
+    body = struct.pack(">ih", 7, 0) + bytes([len(entries) + 1])
+    for key, low, high in entries:
+        body += struct.pack(">hhh", key, low, high) + b"\x00"
+    return body + struct.pack(">i", 0) + tags
+
+
+def test_the_versions_survive_and_the_tagged_fields_go() -> None:
+    entries = [(18, 0, 4), (3, 0, 12), (0, 0, 11)]
+    stripped = strip_api_versions_tags(api_versions_v3(entries, TANSU_TAGS))
+    assert stripped == api_versions_v3(entries, b"\x00")
+
+
+def test_entries_with_their_own_tags_are_walked_correctly() -> None:
+    body = struct.pack(">ih", 7, 0) + b"\x02" + struct.pack(">hhh", 18, 0, 4)
+    body += b"\x01\x05\x02ab"  # one tag (5) of 2 bytes on the entry
+    payload = body + struct.pack(">i", 0) + TANSU_TAGS
+    assert strip_api_versions_tags(payload) == body + struct.pack(">i", 0) + b"\x00"
+
+
+def test_varints_and_tag_sections_are_read_as_kafka_writes_them() -> None:
+    assert read_uvarint(bytes([0xAC, 0x02]), 0) == (300, 2)
+    assert skip_tags(TANSU_TAGS, 0) == len(TANSU_TAGS)
