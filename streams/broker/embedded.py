@@ -26,6 +26,12 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -95,6 +101,11 @@ class EmbeddedBroker:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise BrokerNotReady(f"Tansu exited with code {self.process.returncode}")
+            if not is_listening(self.internal_port):  # not yet: Kafka clients would log errors
+                if loop.time() > deadline:
+                    raise BrokerNotReady(f"Tansu did not listen on port {self.internal_port}")
+                await asyncio.sleep(0.05)
+                continue
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
             try:
                 await admin.start()
