@@ -41,6 +41,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "autodiscover": False,
+        # Faust's own files (table metadata) go to the data dir, not the working directory.
+        "datadir": str(settings.data_dir / "faust"),
     }
 
 
