@@ -24,6 +24,7 @@ from schemas.envelope import derived_event_id
 from schemas.events import PriceObserved
 from streams.reconcile.csv_source import DEMO_CSV, price_events
 from streams.sdk.client import AsyncClient
+from streams.sdk.run_context import AgentKilledError
 
 Say = Callable[[str], None]
 History = list[float]
@@ -130,6 +131,8 @@ class Demo:
                 call = agent.style(history, rng)
                 if call is not None:
                     await self.client.emit_signal("BTC", call[0], call[1], regime="MIXED")
+        except AgentKilledError:
+            pass  # the kill-switch guard refused the run and recorded it
         except RuntimeError:
             pass  # the run context counted the error and emitted run.completed
 
@@ -176,5 +179,8 @@ async def run_demo(
     speed: float,
     say: Say,
 ) -> None:
-    async with AsyncClient(bootstrap, topic_prefix=topic_prefix, producer="metasup.demo") as client:
+    client = AsyncClient(
+        bootstrap, topic_prefix=topic_prefix, producer="metasup.demo", follow_kills=True
+    )
+    async with client:
         await Demo(client, data_dir, speed, say).run(stop)

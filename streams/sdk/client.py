@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from schemas.envelope import Event
 from schemas.events import Direction, SignalEmitted
+from streams.fleet_view import FleetView
 from streams.sdk.publisher import Publisher
 from streams.sdk.run_context import AgentKilledError, Clock, Run, current_run, utc_now
 
@@ -32,17 +33,26 @@ class AsyncClient:
         topic_prefix: str = "",
         producer: str = "metasup.sdk",
         guard: Guard | None = None,
+        follow_kills: bool = False,
         clock: Clock = utc_now,
     ) -> None:
+        """`follow_kills=True` makes the client its own kill-switch guard: it follows the
+        `kills` topic (and policy, regimes) and refuses runs of killed agents."""
         self.publisher = Publisher(bootstrap, topic_prefix)
         self.producer = producer
         self.guard = guard
         self.clock = clock
+        self._fleet_view = FleetView(bootstrap, topic_prefix) if follow_kills else None
 
     async def start(self) -> None:
         await self.publisher.start()
+        if self._fleet_view is not None:
+            await self._fleet_view.start()
+            self.guard = self._fleet_view
 
     async def stop(self) -> None:
+        if self._fleet_view is not None:
+            await self._fleet_view.stop()
         await self.publisher.stop()
 
     async def __aenter__(self) -> AsyncClient:

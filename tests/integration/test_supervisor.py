@@ -22,7 +22,6 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.broker.embedded import EmbeddedBroker
-from streams.fleet_view import FleetView
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
 from streams.supervisor.commands import new_key, new_nonce, sign
@@ -80,14 +79,11 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
             isinstance(k, AgentKilled) and k.target == "wrong" and k.source == "auto" for k in kills
         )
         # The SDK guard (fed by `kills`) refuses the killed agent's next run, and says so.
-        guard = FleetView(broker.bootstrap, prefix)
-        await guard.start()
-        client = AsyncClient(broker.bootstrap, topic_prefix=prefix, guard=guard)
+        client = AsyncClient(broker.bootstrap, topic_prefix=prefix, follow_kills=True)
         async with client:
             with pytest.raises(AgentKilledError, match="wrong"):
                 async with client.run("wrong"):
                     raise AssertionError("a killed agent's body must not run")
-        await guard.stop()
         runs = await read_events(broker, prefix, "runs")
         assert any(getattr(r, "skipped_reason", None) for r in runs if r.agent == "wrong")
 
