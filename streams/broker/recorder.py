@@ -47,6 +47,8 @@ class Recorder:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Copy as soon as records arrive: the copy lag is what a broker crash can lose.
+            fetch_max_wait_ms=20,
         )
         await self._consumer.start()
         await self.refresh_assignment()

@@ -7,6 +7,8 @@ import asyncio
 from functools import partial
 
 from streams.demo import run_demo
+from streams.reconcile.http_feeds import default_price_feed
+from streams.reconcile.live_feed import run_live_feed
 from streams.settings import Settings
 from streams.stack import Stack, install_stop_handlers
 
@@ -20,13 +22,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--demo-speed", type=float, default=40.0, help="simulated hours per second (default 40)"
     )
+    parser.add_argument(
+        "--price-poll-s",
+        type=positive_seconds,
+        default=60.0,
+        help="seconds between polls of the live price feed (METASUP_PRICE_FEED=binance; "
+        "default 60)",
+    )
     parser.set_defaults(run=run)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def price_feed_line(settings: Settings, poll_s: float, demo: bool) -> str:
+    """The start-up line saying where prices come from."""
+    if settings.price_feed == "binance":
+        return f"price feed: Binance klines (Coinbase candles fallback), polling every {poll_s:g} s"
+    if settings.price_feed == "csv":
+        return "price feed: csv demo data" + ("" if demo else " (published with --demo only)")
+    return "price feed: none"
 
 
 async def serve(args: argparse.Namespace, settings: Settings) -> None:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stack = Stack(settings, workers=args.workers, say=lambda line: print(line, flush=True))
+    stack.say(price_feed_line(settings, args.price_poll_s, args.demo))
     if args.demo:
         stack.extras.append(
             partial(
@@ -35,6 +64,19 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
                 data_dir=settings.data_dir,
                 speed=args.demo_speed,
                 say=stack.say,
+            )
+        )
+    if settings.price_feed == "binance":
+        stack.extras.append(
+            partial(
+                run_live_feed,
+                topic_prefix=settings.topic_prefix,
+                feed=default_price_feed(
+                    binance_url=settings.binance_base_url,
+                    coinbase_url=settings.coinbase_base_url,
+                ),
+                say=stack.say,
+                poll_s=args.price_poll_s,
             )
         )
     await stack.run(stop)

@@ -1,0 +1,71 @@
+"""Measures what an abrupt death of the embedded broker loses: records the broker had
+acknowledged (acks=all) that are missing after the stack restored it from the durable log.
+
+    python -m bench.broker_death [--runs 3] [--rate 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from projections.log import read_broker
+from streams.settings import Settings
+from streams.stack import Stack
+
+
+async def one_run(rate: float) -> tuple[int, int, int]:
+    """(acknowledged before the kill, restored, acknowledged but lost)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="metasup-death-"))
+    settings = Settings(  # type: ignore[call-arg]
+        METASUP_DATA_DIR=data_dir, METASUP_BROKER_PORT=0, METASUP_TOPIC_PREFIX="d."
+    )
+    stack = Stack(settings, workers=0, say=lambda line: None)
+    stop = asyncio.Event()
+    running = asyncio.create_task(stack.run(stop))
+    while stack.recorder is None:
+        await asyncio.sleep(0.05)
+    assert stack.broker is not None and stack.broker.process is not None
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", max_batch_size=1)
+    await producer.start()
+    acked: list[int] = []
+    kill_at = time.monotonic() + 3.0
+    i = 0
+    while time.monotonic() < kill_at:
+        await producer.send_and_wait("d.signals", str(i).encode(), key=str(i % 16).encode())
+        acked.append(i)
+        i += 1
+        await asyncio.sleep(1 / rate)
+    stack.broker.process.send_signal(signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), timeout=5)
+    first = stack.broker.process
+    while stack.broker.process is first or stack.recorder is None:
+        await asyncio.sleep(0.1)
+    records = await read_broker(stack.bootstrap, ["d.signals"])
+    restored = {int(r.value or b"-1") for r in records}
+    stop.set()
+    await asyncio.wait_for(running, timeout=60)
+    return len(acked), len(restored), len(set(acked) - restored)
+
+
+async def main(runs: int, rate: float) -> None:
+    print(f"{'run':>3} {'acked':>7} {'restored':>9} {'lost':>5}")
+    for run in range(1, runs + 1):
+        acked, restored, lost = await one_run(rate)
+        print(f"{run:>3} {acked:>7} {restored:>9} {lost:>5}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=2000.0, help="target records per second")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.runs, arguments.rate))
