@@ -159,6 +159,9 @@ class Stack:
             self.say(f"created {len(created)} topics")
         self.recorder = Recorder(self.bootstrap, self.durable_log, groups=[self.settings.group_id])
         await self.recorder.start()
+        # From now on a producer is acknowledged only once its records are durable.
+        if self.broker is not None and self.broker.proxy is not None:
+            self.broker.proxy.set_ack_gate(self.recorder.wait_durable)
         self._recorder_stop = asyncio.Event()
         self._recorder_task = asyncio.create_task(self.recorder.run(self._recorder_stop))
 
@@ -266,6 +269,8 @@ class Stack:
 
     async def abandon_recorder(self) -> None:
         """Stop copying from a dead broker; what was copied is already durable."""
+        if self.broker is not None and self.broker.proxy is not None:
+            self.broker.proxy.set_ack_gate(None)
         if self._recorder_task is not None:
             self._recorder_task.cancel()
             await asyncio.wait({self._recorder_task}, timeout=5)

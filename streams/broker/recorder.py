@@ -40,6 +40,8 @@ class Recorder:
         self._consumer: AIOKafkaConsumer | None = None
         self._assigned: set[TopicPartition] = set()
         self._highwater: dict[TopicPartition, int] = {}
+        self._durable: dict[tuple[str, int], int] = durable_log.next_offsets()
+        self._copied = asyncio.Condition()
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -48,7 +50,7 @@ class Recorder:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # Copy as soon as records arrive: the copy lag is what a broker crash can lose.
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=5,
         )
         await self._consumer.start()
         await self.refresh_assignment()
@@ -98,7 +100,29 @@ class Recorder:
                 self._highwater[tp] = highwater
         self.durable_log.append(records)
         self.copied += len(records)
+        if records:
+            for record in records:
+                key = (record.topic, record.partition)
+                self._durable[key] = max(self._durable.get(key, 0), record.offset + 1)
+            async with self._copied:
+                self._copied.notify_all()
         return len(records)
+
+    async def wait_durable(
+        self, topic: str, partition: int, offset: int, timeout_s: float = 5.0
+    ) -> None:
+        """Return once the record at `offset` is in the durable log (the proxy holds the
+        producer's ack until then). After `timeout_s` it gives up and logs it: a stuck
+        recorder must not stop every producer."""
+
+        def stored() -> bool:
+            return self._durable.get((topic, partition), 0) > offset
+
+        try:
+            async with self._copied:
+                await asyncio.wait_for(self._copied.wait_for(stored), timeout_s)
+        except TimeoutError:
+            log.warning("ack of %s[%d]@%d released before it was copied", topic, partition, offset)
 
     def lag(self) -> int:
         """Records the broker has that the durable log does not, as of the last fetches."""

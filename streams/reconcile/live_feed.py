@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,6 +142,7 @@ class LiveFeed:
         self.caught_up = asyncio.Event()  # the backlog of `signals` has been read
         self.publisher: Publisher | None = None
         self.publish_failures = 0
+        self.errors = 0  # consecutive polls that failed unexpectedly
 
     # -- following `signals` ------------------------------------------------------
 
@@ -218,11 +220,25 @@ class LiveFeed:
                 timed = True
                 while not self.stop.is_set():
                     self.changed.clear()
-                    delay, more = await self.poll_once(timed)
+                    try:
+                        delay, more = await self.poll_once(timed)
+                    except _Stopped:
+                        raise
+                    except Exception as error:  # a bug must not end the feed, nor the stack
+                        logger.exception("price feed poll failed")
+                        self.errors += 1
+                        delay, more = self.backoff_s(self.errors), False
+                        self.say(
+                            f"price feed: poll failed ({type(error).__name__}: {error}); "
+                            f"retrying in {delay:.3g} s"
+                        )
+                    else:
+                        self.errors = 0
                     if more:
                         timed = False  # a backlog is still being published: go on at once
                         continue
-                    woken = await self.pause(delay, wake_on_change=self.publish_failures == 0)
+                    calm = self.publish_failures == 0 and self.errors == 0
+                    woken = await self.pause(delay, wake_on_change=calm)
                     timed = not woken
         finally:
             follower.cancel()
@@ -276,7 +292,7 @@ class LiveFeed:
                 self.followed[symbol].mark_done(start, end)
             self.report_recovered(served)
         if failed:
-            self.report_failed(failed, outage=not fetched)
+            self.report_failed(failed)
         more = any(
             followed.todo(last_close, self.interval)
             for symbol, followed in self.followed.items()
@@ -284,20 +300,29 @@ class LiveFeed:
         )
         return self.poll_s, more
 
-    def report_failed(self, failed: dict[str, Exception], *, outage: bool) -> None:
-        polls = []
+    def report_failed(self, failed: dict[str, Exception]) -> None:
+        """Back the failed symbols off and say so: one line for an outage, one for refusals."""
+        delays: dict[str, float] = {}
         for symbol in failed:
             followed = self.followed[symbol]
             followed.failures += 1
-            wait = self.backoff_polls(followed.failures)
-            followed.skip = wait - 1
-            polls.append(wait)
-        delay = min(polls) * self.poll_s
-        what = "unreachable" if outage else f"could not serve {', '.join(sorted(failed))}"
-        self.say(
-            f"price feed: Binance and Coinbase {what} ({_reason(failed)}); "
-            f"retrying in {delay:.3g} s"
-        )
+            polls = self.backoff_polls(followed.failures)
+            followed.skip = polls - 1
+            delays[symbol] = polls * self.poll_s
+        refused = {s: e for s, e in failed.items() if _refused(e)}
+        unreachable = {s: e for s, e in failed.items() if s not in refused}
+        if unreachable:
+            delay = min(delays[s] for s in unreachable)
+            self.say(
+                f"price feed: Binance and Coinbase unreachable ({_reason(unreachable)}); "
+                f"retrying in {delay:.3g} s"
+            )
+        if refused:
+            delay = min(delays[s] for s in refused)
+            self.say(
+                f"price feed: Binance and Coinbase have no {', '.join(sorted(refused))} candles "
+                f"({_reason(refused)}); retrying in {delay:.3g} s"
+            )
 
     def report_recovered(self, served: set[str]) -> None:
         recovered = sorted(s for s in served if self.followed[s].failures)
@@ -376,16 +401,45 @@ class LiveFeed:
         return not (sleeping.done() and not sleeping.cancelled())
 
 
+# One source's failure inside a PriceFeedUnavailable message: "GET <url> failed: <why>".
+_SOURCE_FAILURE = re.compile(r"GET (\S+) failed: (.*?)(?= \(after \d+ attempts\)|; \w+: GET |$)")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"')\]]+)")
+
+
+def _short_cause(why: str) -> str:
+    """'Connection refused' rather than a page of urllib3 wrapping."""
+    if why.startswith("HTTP ") or "rate limited" in why:
+        return why if len(why) <= 100 else why[:97] + "..."
+    errno = _ERRNO.search(why)
+    if errno:
+        return errno.group(1).strip()
+    if "timed out" in why:
+        return "timed out"
+    return why if len(why) <= 100 else why[:97] + "..."
+
+
+def _refused(error: Exception) -> bool:
+    """Every source refused the request itself (HTTP 4xx but 429): e.g. an unlisted symbol."""
+    causes = [why for _, why in _SOURCE_FAILURE.findall(str(error))]
+    return bool(causes) and all(
+        re.match(r"HTTP 4\d\d", why) is not None and not why.startswith("HTTP 429")
+        for why in causes
+    )
+
+
 def _reason(failed: dict[str, Exception]) -> str:
-    """A short reason for a status line (the full one is in the log)."""
+    """A short reason for a status line (the whole message is logged by the price feed)."""
     symbol, error = next(iter(failed.items()))
     text = str(error).split(". Check network access", 1)[0]
-    text = text.removeprefix("no price source could serve ")
-    if len(text) > 300:
-        text = text[:297] + "..."
-    if not isinstance(error, PriceFeedUnavailable | requests.RequestException):
-        text = f"{type(error).__name__}: {text}"
-    return text if text.startswith(symbol) else f"{symbol}: {text}"
+    sources = _SOURCE_FAILURE.findall(text)
+    if sources:
+        text = "; ".join(f"{url.split('?', 1)[0]}: {_short_cause(why)}" for url, why in sources)
+    else:
+        if not isinstance(error, PriceFeedUnavailable | requests.RequestException):
+            text = f"{type(error).__name__}: {text}"
+        text = _short_cause(text)
+    others = len(failed) - 1
+    return f"{symbol}: {text}" + (f"; {others} more symbol(s)" if others else "")
 
 
 async def run_live_feed(

@@ -81,6 +81,12 @@ async def prices_in(broker: EmbeddedBroker, prefix: str) -> list[PriceObserved]:
     return [event for event in found if isinstance(event, PriceObserved)]
 
 
+async def holds(broker: EmbeddedBroker, prefix: str, symbol: str, count: int) -> bool:
+    """`prices` holds at least `count` distinct candles of `symbol`."""
+    found = await prices_in(broker, prefix)
+    return len({p.event_id for p in found if p.symbol == symbol}) >= count
+
+
 async def test_live_feed_publishes_closed_candles_and_rides_out_an_outage(
     broker: EmbeddedBroker, prefix: str, fake: FakeExchange, session: requests.Session
 ) -> None:
@@ -168,8 +174,7 @@ async def test_live_feed_publishes_closed_candles_and_rides_out_an_outage(
         await eventually(lambda: len(outages()) >= 3, timeout_s=30)
         assert not task.done()
         assert all(
-            line.startswith("price feed: Binance and Coinbase unreachable (")
-            and "HTTP 503" in line
+            line.startswith("price feed: Binance and Coinbase unreachable (") and "HTTP 503" in line
             for line in outages()
         )
         delays = [float(line.rsplit("retrying in ", 1)[1].removesuffix(" s")) for line in outages()]
@@ -190,4 +195,61 @@ async def test_live_feed_publishes_closed_candles_and_rides_out_an_outage(
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    assert task.exception() is None
+
+
+async def test_a_symbol_no_exchange_lists_does_not_hold_up_the_others(
+    broker: EmbeddedBroker, prefix: str, fake: FakeExchange, session: requests.Session
+) -> None:
+    clock = Clock(NOW)
+    lines: list[str] = []
+    feed = default_price_feed(
+        binance_url=fake.url,
+        coinbase_url=fake.url,
+        session=session,
+        sleep=lambda seconds: None,
+        clock=clock,
+    )
+    await create_topics(broker, prefix)
+    await produce(broker, prefix, [signal("DOGE", NOW - 3 * HOUR), signal("SOL", NOW - 2 * HOUR)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_live_feed(
+            broker.bootstrap,
+            stop,
+            topic_prefix=prefix,
+            feed=feed,
+            say=lines.append,
+            poll_s=POLL_S,
+            clock=clock,
+            sleep=Sleeps(),
+        )
+    )
+    try:
+        await eventually(lambda: holds(broker, prefix, "SOL", 3), timeout_s=30, every_s=0.2)
+        prices = await prices_in(broker, prefix)
+        assert {p.symbol for p in prices} == {"SOL"}
+        assert closes(prices, "SOL") == [NOW.replace(minute=0) - h * HOUR for h in (2, 1, 0)]
+
+        def doge_lines() -> list[str]:
+            return [line for line in lines if "DOGE" in line and "retrying in" in line]
+
+        await eventually(lambda: len(doge_lines()) >= 3, timeout_s=20)
+        assert "Invalid symbol" in doge_lines()[0]
+        assert all(
+            line.startswith("price feed: Binance and Coinbase have no DOGE candles (")
+            for line in doge_lines()
+        )
+        delays = [
+            float(line.rsplit("retrying in ", 1)[1].removesuffix(" s")) for line in doge_lines()
+        ]
+        # Each failure doubles the wait before DOGE is asked for again.
+        assert delays[:3] == [POLL_S, 2 * POLL_S, 4 * POLL_S]
+
+        # A new SOL candle still comes out within a poll or two.
+        clock.now = NOW + HOUR
+        await eventually(lambda: holds(broker, prefix, "SOL", 4), timeout_s=20, every_s=0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
     assert task.exception() is None
