@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaProducer
 from projections.log import read_broker
 from streams.settings import Settings
 from streams.stack import Stack
+from streams.waiting import eventually
 
 
-async def one_run(rate: float) -> tuple[int, int, int]:
+async def one_run(rate: float, seconds: float = 3.0) -> tuple[int, int, int]:
     """(acknowledged before the kill, restored, acknowledged but lost)."""
     data_dir = Path(tempfile.mkdtemp(prefix="metasup-death-"))
     settings = Settings(  # type: ignore[call-arg]
@@ -30,13 +31,12 @@ async def one_run(rate: float) -> tuple[int, int, int]:
     stack = Stack(settings, workers=0, say=lambda line: None)
     stop = asyncio.Event()
     running = asyncio.create_task(stack.run(stop))
-    while stack.recorder is None:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: stack.recorder is not None, timeout_s=30)
     assert stack.broker is not None and stack.broker.process is not None
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", max_batch_size=1)
     await producer.start()
     acked: list[int] = []
-    kill_at = time.monotonic() + 3.0
+    kill_at = time.monotonic() + seconds
     i = 0
     while time.monotonic() < kill_at:
         await producer.send_and_wait("d.signals", str(i).encode(), key=str(i % 16).encode())
@@ -47,8 +47,14 @@ async def one_run(rate: float) -> tuple[int, int, int]:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.stop(), timeout=5)
     first = stack.broker.process
-    while stack.broker.process is first or stack.recorder is None:
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: (
+            stack.broker is not None
+            and stack.broker.process is not first
+            and stack.recorder is not None
+        ),
+        timeout_s=60,
+    )
     records = await read_broker(stack.bootstrap, ["d.signals"])
     restored = {int(r.value or b"-1") for r in records}
     stop.set()

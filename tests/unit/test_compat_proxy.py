@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import struct
 
-from streams.broker.compat_proxy import read_uvarint, skip_tags, strip_api_versions_tags
+from streams.broker.compat_proxy import (
+    produce_offsets,
+    read_uvarint,
+    skip_tags,
+    strip_api_versions_tags,
+)
 
 # Tail of Tansu 0.6.0's answer, as captured: throttle 0, then 4 tagged fields
 # (supported features, finalized features epoch -1, finalized features, zk migration).
@@ -34,3 +39,27 @@ def test_entries_with_their_own_tags_are_walked_correctly() -> None:
 def test_varints_and_tag_sections_are_read_as_kafka_writes_them() -> None:
     assert read_uvarint(bytes([0xAC, 0x02]), 0) == (300, 2)
     assert skip_tags(TANSU_TAGS, 0) == len(TANSU_TAGS)
+
+
+def produce_response_v7(topic: str, partitions: list[tuple[int, int, int]]) -> bytes:
+    body = struct.pack(">i", 42) + struct.pack(">i", 1)
+    body += struct.pack(">h", len(topic)) + topic.encode() + struct.pack(">i", len(partitions))
+    for partition, error, offset in partitions:
+        body += struct.pack(">ihqqq", partition, error, offset, -1, 0)
+    return body + struct.pack(">i", 0)
+
+
+def produce_response_v9(topic: str, partitions: list[tuple[int, int, int]]) -> bytes:
+    body = struct.pack(">i", 42) + b"\x00"  # header tags
+    body += b"\x02" + bytes([len(topic) + 1]) + topic.encode() + bytes([len(partitions) + 1])
+    for partition, error, offset in partitions:
+        body += struct.pack(">ihqqq", partition, error, offset, -1, 0)
+        body += b"\x01" + b"\x00" + b"\x00"  # no record errors, null message, no tags
+    return body + b"\x00" + struct.pack(">i", 0) + b"\x00"
+
+
+def test_produce_acks_are_read_in_classic_and_flexible_versions() -> None:
+    partitions = [(0, 0, 17), (3, 0, 0), (2, 6, -1)]
+    expected = [("signals", p, e, o) for p, e, o in partitions]
+    assert produce_offsets(produce_response_v7("signals", partitions), 7) == expected
+    assert produce_offsets(produce_response_v9("signals", partitions), 9) == expected
