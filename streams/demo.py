@@ -21,7 +21,8 @@ from pathlib import Path
 import orjson
 
 from schemas.envelope import derived_event_id
-from schemas.events import PriceObserved
+from schemas.events import PolicyUpdated, PriceObserved
+from streams.fleet_state import default_policy
 from streams.reconcile.csv_source import DEMO_CSV, price_events
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
@@ -104,6 +105,32 @@ def fake_llm_response(model: str, rng: random.Random) -> dict[str, object]:
     }
 
 
+def demo_policy(at: datetime) -> PolicyUpdated:
+    """A looser policy than the default, so the demo fleet lives long enough to watch:
+    with 24 h BTC trades of a few hundred bps each, the default -150 bps kill line is
+    crossed by any agent within days. Published as an event, like any policy change."""
+    policy = default_policy()
+    thresholds = policy.thresholds.model_copy(
+        update={
+            "kill_pnl_bps": -2500.0,
+            "retire_pnl_bps": -2500.0,
+            "kill_error_rate": 0.3,
+            "max_drawdown_bps": 6000.0,
+            "strategy_conditions_to_kill": 3,
+        }
+    )
+    return PolicyUpdated.create(
+        event_id=derived_event_id("demo-policy", at.isoformat()),
+        ts=at,
+        producer="metasup.demo",
+        **{
+            **policy.model_dump(),
+            "version": policy.version + 1,
+            "thresholds": thresholds.model_dump(),
+        },
+    )
+
+
 class Demo:
     def __init__(self, client: AsyncClient, data_dir: Path, speed: float, say: Say) -> None:
         self.client = client
@@ -141,6 +168,9 @@ class Demo:
             price_events(DEMO_CSV, producer="metasup.demo", source="bitfinex")
         )
         resume = self.resume_after()
+        if resume is None:
+            await self.client.publish(demo_policy(prices[0].ts))
+            self.say("demo: published its policy (looser kill lines; `metasup policy show`)")
         history: History = []
         sent = 0
         for index, price in enumerate(prices):
