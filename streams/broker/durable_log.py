@@ -66,6 +66,18 @@ def _unpack_headers(blob: bytes | None) -> tuple[Header, ...]:
     return tuple((name, bytes.fromhex(value)) for name, value in orjson.loads(blob))
 
 
+def _row(r: StoredRecord) -> tuple[object, ...]:
+    return (
+        r.topic,
+        r.partition,
+        r.offset,
+        r.timestamp_ms,
+        r.key,
+        r.value,
+        _pack_headers(r.headers),
+    )
+
+
 class DurableLog:
     """Append-only store of records; one writer (the recorder), any number of readers."""
 

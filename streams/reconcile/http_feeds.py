@@ -160,21 +160,30 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-class BinanceKlines:
-    """`GET /api/v3/klines` for `<BASE>USDT`, paginated by 1 000 klines."""
+class _ExchangeSource:
+    """What both exchanges share: a JSON client with retries on one base URL."""
 
-    name = "binance"
-    page_limit = 1000
+    default_url = ""
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BINANCE_URL,
+        base_url: str | None = None,
         *,
         session: requests.Session | None = None,
         retry: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self.client = JsonClient(base_url, session=session, retry=retry, sleep=sleep)
+        self.client = JsonClient(
+            base_url or self.default_url, session=session, retry=retry, sleep=sleep
+        )
+
+
+class BinanceKlines(_ExchangeSource):
+    """`GET /api/v3/klines` for `<BASE>USDT`, paginated by 1 000 klines."""
+
+    name = "binance"
+    default_url = DEFAULT_BINANCE_URL
+    page_limit = 1000
 
     def fetch(
         self, symbol: str, interval: str, first_open: datetime, last_open: datetime
@@ -211,22 +220,13 @@ class BinanceKlines:
             raise ExchangeError(self.client.base_url, f"malformed kline {row!r}: {exc}") from exc
 
 
-class CoinbaseCandles:
+class CoinbaseCandles(_ExchangeSource):
     """`GET /products/<BASE>-USD/candles`, at most 300 candles a request, newest first."""
 
     name = "coinbase"
+    default_url = DEFAULT_COINBASE_URL
     page_limit = 300
     granularities = frozenset({60, 300, 900, 3600, 21600, 86400})
-
-    def __init__(
-        self,
-        base_url: str = DEFAULT_COINBASE_URL,
-        *,
-        session: requests.Session | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = time.sleep,
-    ) -> None:
-        self.client = JsonClient(base_url, session=session, retry=retry, sleep=sleep)
 
     def fetch(
         self, symbol: str, interval: str, first_open: datetime, last_open: datetime
