@@ -108,18 +108,7 @@ class DurableLog:
 
     def append(self, records: Iterable[StoredRecord]) -> int:
         """Store a batch atomically; a record already stored (same offset) is ignored."""
-        rows = [
-            (
-                r.topic,
-                r.partition,
-                r.offset,
-                r.timestamp_ms,
-                r.key,
-                r.value,
-                _pack_headers(r.headers),
-            )
-            for r in records
-        ]
+        rows = [_row(r) for r in records]
         if not rows:
             return 0
         with self._db:
@@ -162,18 +151,7 @@ class DurableLog:
             )
             self._db.executemany(
                 "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.timestamp_ms,
-                        r.key,
-                        r.value,
-                        _pack_headers(r.headers),
-                    )
-                    for r in records
-                ],
+                [_row(r) for r in records],
             )
 
     def save_group_offsets(self, group_id: str, offsets: dict[TopicPartitionKey, int]) -> None:
