@@ -14,7 +14,7 @@ while this one did not own the partition), so a load is usually free.
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -96,21 +96,36 @@ def join(head: dict[str, Any], shards: dict[str, bytes], spec: ShardSpec) -> dic
     return head
 
 
+def _digest(value: bytes) -> str:
+    return hashlib.blake2b(value, digest_size=8).hexdigest()
+
+
 @dataclass
 class _Cached(Generic[M]):
     head: bytes
     model: M
-    shards: dict[str, bytes]
+    digests: dict[str, str]
 
 
 class ShardedStore(Generic[M]):
-    """Load and save one model type under table keys `<key>` (head) and `<key>|<shard>`."""
+    """Load and save one model type: a head under `<key>`, each shard under
+    `<key>|<shard name>|<digest of its content>`.
+
+    Shards are never rewritten in place: a save writes the changed shards under new
+    keys, then the head that names them, then deletes the shards it replaced. A crash
+    at any point leaves the last complete head and every shard it names, so a load
+    always sees one consistent state (at worst a few orphan shards remain).
+    """
 
     def __init__(self, table: MutableMapping[bytes, bytes], model: type[M], spec: ShardSpec):
         self.table = table
         self.model = model
         self.spec = spec
         self._cache: dict[bytes, _Cached[M]] = {}
+
+    @staticmethod
+    def _shard_key(key: bytes, name: str, digest: str) -> bytes:
+        return key + b"|" + name.encode() + b"|" + digest.encode()
 
     def heads(self) -> list[bytes]:
         """The keys of the stored models (heads), without their shards."""
@@ -125,25 +140,27 @@ class ShardedStore(Generic[M]):
         if cached is not None and cached.head == head:
             return cached.model
         envelope = orjson.loads(head)
-        shards = {name: self.table[key + b"|" + name.encode()] for name in envelope["shards"]}
+        digests: dict[str, str] = envelope["shards"]
+        shards = {name: self.table[self._shard_key(key, name, d)] for name, d in digests.items()}
         model = self.model.model_validate(join(envelope["head"], shards, self.spec))
-        self._cache[key] = _Cached(head, model, shards)
+        self._cache[key] = _Cached(head, model, digests)
         return model
 
     def save(self, key: bytes, model: M) -> None:
         cached = self._cache.get(key)
         if cached is not None and cached.model == model:
             return
-        previous = cached.shards if cached is not None else {}
+        previous = cached.digests if cached is not None else {}
         document, shards = split(model.model_dump(mode="json"), self.spec)
+        digests = {name: _digest(value) for name, value in sorted(shards.items())}
         for name, value in shards.items():
-            if previous.get(name) != value:
-                self.table[key + b"|" + name.encode()] = value
-        for name in previous.keys() - shards.keys():
-            del self.table[key + b"|" + name.encode()]
-        # The checksums make the head change whenever any shard does, which is what
+            if previous.get(name) != digests[name]:
+                self.table[self._shard_key(key, name, digests[name])] = value
+        # The digests make the head change whenever any shard does, which is also what
         # lets `load` trust its cache when the head bytes are unchanged.
-        checksums = {name: zlib.crc32(value) for name, value in sorted(shards.items())}
-        head = orjson.dumps({"head": document, "shards": checksums})
+        head = orjson.dumps({"head": document, "shards": digests})
         self.table[key] = head
-        self._cache[key] = _Cached(head, model, shards)
+        for name, digest in previous.items():
+            if digests.get(name) != digest:
+                del self.table[self._shard_key(key, name, digest)]
+        self._cache[key] = _Cached(head, model, digests)

@@ -83,23 +83,35 @@ def register_agent_processor(
 
     app.agent(channel, name="assess_agents")(assess_agents)
 
+    def view_of(state: AgentState) -> dict[str, Any]:
+        at = state.stats.watermark
+        window = (
+            stats_at(state.stats, at, policy_at(fleet.state, at).thresholds.window_days)
+            if at is not None
+            else None
+        )
+        return {
+            "state": state.model_dump(mode="json"),
+            "window": window.model_dump(mode="json") if window is not None else None,
+        }
+
     async def agent_states_view(web: Any, request: Any) -> Any:
-        """The live table, as this worker holds it (its partitions): state and window stats."""
-        body = {}
-        for key in store.heads():
-            state = store.load(key)
-            if state is None:
-                continue
-            at = state.stats.watermark
-            window = (
-                stats_at(state.stats, at, policy_at(fleet.state, at).thresholds.window_days)
-                if at is not None
-                else None
-            )
-            body[state.agent] = {
-                "state": state.model_dump(mode="json"),
-                "window": window.model_dump(mode="json") if window is not None else None,
-            }
+        """The live table as this worker holds it (its partitions): state and window stats."""
+        states = (store.load(key) for key in store.heads())
+        body = {state.agent: view_of(state) for state in states if state is not None}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
+    async def agent_state_view(web: Any, request: Any, agent: str) -> Any:
+        """One agent; 404 names the agents this worker holds (others live on other workers)."""
+        state = store.load(agent.encode())
+        if state is None:
+            held = sorted(key.decode(errors="replace") for key in store.heads())
+            return web.bytes(
+                orjson.dumps({"error": f"agent {agent!r} is not on this worker", "held": held}),
+                content_type="application/json",
+                status=404,
+            )
+        return web.bytes(orjson.dumps(view_of(state)), content_type="application/json")
+
     app.page("/agents/")(agent_states_view)
+    app.page("/agents/{agent}/")(agent_state_view)

@@ -51,9 +51,9 @@ class Worker:
     def log(self) -> str:
         return (self.settings.data_dir / "worker-0.log").read_text(errors="replace")
 
-    async def agents_view(self) -> dict[str, object]:
+    async def agents_view(self, path: str = "/agents/") -> dict[str, object]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.process.web_port)
-        writer.write(b"GET /agents/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
         await writer.drain()
         response = await reader.read()
         writer.close()

@@ -54,9 +54,11 @@ async def test_live_tables_equal_the_replayed_projection_after_a_worker_crash(
 
         await eventually(live_equals_replay, timeout_s=120, every_s=2)
         live = await worker.agents_view()
+        one = await worker.agents_view("/agents/buggy/")
     finally:
         worker.stop()
     # The stream really was processed: every agent has trades and a multiplier moved.
     assert all(view["window"]["trades"] > 0 for view in live.values())
     assert any(view["state"]["confidence"]["mult"] != 1.0 for view in live.values())
     assert live["buggy"]["window"]["error_rate"] > 0.2
+    assert one == live["buggy"]  # the per-agent view answers the same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -87,3 +88,40 @@ def test_appending_to_one_day_rewrites_that_day_and_the_head_only() -> None:
     store.save(b"k", State(inner=Inner(points=later)))
     assert len(writes) == 2  # the last day's shard and the head
     assert ShardedStore(recording, State, SPEC).load(b"k") == State(inner=Inner(points=later))
+
+
+class Crash(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(states, states, st.integers(min_value=0, max_value=20))
+def test_a_save_cut_short_leaves_the_old_or_the_new_state_never_a_mix(
+    first: State, second: State, writes_before_crash: int
+) -> None:
+    table: dict[bytes, bytes] = {}
+    ShardedStore(table, State, SPEC).save(b"k", first)
+    writes = 0
+
+    class CrashingTable(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            nonlocal writes
+            if writes == writes_before_crash:
+                raise Crash
+            writes += 1
+            super().__setitem__(key, value)
+
+        def __delitem__(self, key: bytes) -> None:
+            nonlocal writes
+            if writes == writes_before_crash:
+                raise Crash
+            writes += 1
+            super().__delitem__(key)
+
+    crashing = CrashingTable(table)
+    store = ShardedStore(crashing, State, SPEC)
+    store.load(b"k")
+    with contextlib.suppress(Crash):
+        store.save(b"k", second)
+    # A worker restarted after the crash reads what the table (its changelog) holds.
+    assert ShardedStore(dict(crashing), State, SPEC).load(b"k") in (first, second)
