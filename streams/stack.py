@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -34,6 +35,25 @@ Say = Callable[[str], None]
 Extra = Callable[[str, asyncio.Event], Coroutine[Any, Any, None]]
 
 STACK_FILE = "stack.json"
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+def lock_data_dir(settings: Settings) -> IO[str]:
+    """One stack per data dir: two recorders writing one durable log would corrupt it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.data_dir / "stack.lock", "a+")  # noqa: SIM115 (held while running)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirInUse(
+            f"another `metasup up` is running with data dir {settings.data_dir}; stop it "
+            "first (Ctrl-C), or set METASUP_DATA_DIR to another directory"
+        ) from None
+    return handle
 
 
 def stack_file(settings: Settings) -> Path:
@@ -93,16 +113,18 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`. Waits without blocking the loop: the
+        worker's last produce acks are released by the recorder running on this loop."""
         if self.process is None:
             return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=timeout_s)
+                await asyncio.to_thread(self.process.wait, timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                await asyncio.to_thread(self.process.wait)
         self.process = None
 
 
@@ -202,9 +224,8 @@ class Stack:
                 f"log {self.settings.data_dir}/worker-{worker.index}.log)"
             )
 
-    def stop_workers(self) -> None:
-        for worker in self.worker_processes:
-            worker.stop()
+    async def stop_workers(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.worker_processes))
 
     def write_stack_file(self) -> None:
         stack_file(self.settings).write_bytes(
@@ -221,6 +242,10 @@ class Stack:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        with lock_data_dir(self.settings):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         if self.settings.embedded:
             await self.start_broker(self.choose_port())
         else:
@@ -240,7 +265,7 @@ class Stack:
                 task.cancel()
             await asyncio.gather(*extra_tasks, return_exceptions=True)
             self.say("stopping workers ...")
-            self.stop_workers()
+            await self.stop_workers()
             if self.settings.embedded:
                 self.say("copying the last records to the durable log ...")
                 await self.stop_broker()
@@ -286,7 +311,7 @@ class Stack:
         assert self.broker is not None
         port = self.broker.port
         self.say("the embedded broker died: restarting the stack from the durable log")
-        self.stop_workers()
+        await self.stop_workers()
         await self.abandon_recorder()
         self.broker.stop()
         for attempt in range(1, 31):

@@ -10,7 +10,7 @@ from streams.demo import run_demo
 from streams.reconcile.http_feeds import default_price_feed
 from streams.reconcile.live_feed import run_live_feed
 from streams.settings import Settings
-from streams.stack import Stack, install_stop_handlers
+from streams.stack import DataDirInUse, Stack, install_stop_handlers
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,5 +83,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(serve(args, settings))
+    try:
+        asyncio.run(serve(args, settings))
+    except DataDirInUse as error:
+        print(f"error: {error}")
+        return 1
     return 0

@@ -45,8 +45,8 @@ class Worker:
         self.process.process.wait()
         self.process.process = None
 
-    def stop(self) -> None:
-        self.process.stop()
+    async def stop(self) -> None:
+        await self.process.stop()
 
     def log(self) -> str:
         return (self.settings.data_dir / "worker-0.log").read_text(errors="replace")

@@ -56,7 +56,7 @@ async def test_live_tables_equal_the_replayed_projection_after_a_worker_crash(
         live = await worker.agents_view()
         one = await worker.agents_view("/agents/buggy/")
     finally:
-        worker.stop()
+        await worker.stop()
     # The stream really was processed: every agent has trades and a multiplier moved.
     assert all(view["window"]["trades"] > 0 for view in live.values())
     assert any(view["state"]["confidence"]["mult"] != 1.0 for view in live.values())

@@ -57,7 +57,7 @@ async def test_poison_record_goes_to_deadletter_and_the_next_one_is_processed(
         rejected = await wait_for_events(broker, prefix, "deadletter", 2)
         orders = await wait_for_events(broker, prefix, "orders", 1)
     finally:
-        worker.stop()
+        await worker.stop()
     reasons = sorted(r.reason for r in rejected if isinstance(r, EventRejected))
     assert "not valid UTF-8 JSON" in reasons[1]
     assert "unknown event type 'signal.teleported'" in reasons[0]

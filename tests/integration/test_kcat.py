@@ -52,7 +52,7 @@ async def test_kcat_lists_produces_and_its_poison_is_deadlettered(
         orders = await wait_for_events(broker, prefix, "orders", 1)
         rejected = await wait_for_events(broker, prefix, "deadletter", 1)
     finally:
-        worker.stop()
+        await worker.stop()
     assert isinstance(orders[0], OrderIntent) and orders[0].agent == "kcat-agent"
     assert isinstance(rejected[0], EventRejected) and "not valid UTF-8 JSON" in rejected[0].reason
     consumed = await kcat(broker, "-C", "-t", f"{prefix}deadletter", "-e", "-q")

@@ -86,7 +86,7 @@ async def test_every_reconciliation_matches_an_independent_computation(
         )
         records = await read_broker(broker.bootstrap, [prefix + t for t in STATUS_TOPICS])
     finally:
-        worker.stop()
+        await worker.stop()
     got = {
         (r.signal_id, r.horizon_hours): (
             r.entry_ts,

@@ -124,7 +124,7 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
 
         await eventually(breach, timeout_s=60, every_s=1)
     finally:
-        worker.stop()
+        await worker.stop()
     breached = {
         k.target
         for k in await read_events(broker, prefix, "kills")
@@ -192,7 +192,7 @@ async def test_only_fresh_validly_signed_commands_change_the_kill_list(
         assert any("replayed" in r.reason for r in rejected if isinstance(r, EventRejected))
         facts = await wait_for_events(broker, prefix, "kills", 2, timeout_s=20)
     finally:
-        worker.stop()
+        await worker.stop()
     assert [type(f) for f in facts] == [AgentKilled, AgentRevived]
     assert isinstance(facts[1], AgentRevived) and facts[1].source == "expiry"
     assert {f.event_id for f in facts} == {f.event_id for f in facts if f.target == "x"}
