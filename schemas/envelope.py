@@ -34,7 +34,8 @@ def format_utc(value: datetime) -> str:
 class WireModel(BaseModel):
     """Frozen base for everything on the wire: unknown fields are ignored, not fatal."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # NaN and infinity are refused: a number that is not a number has no place in PnL.
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod

@@ -314,7 +314,8 @@ def _summarize(trades: TradeTotals, runs: RunTotals) -> AgentStats:
     """
     n = trades.count
     hit_rate = trades.hits / n if n else None
-    std = math.sqrt(trades.m2 / (n - 1)) if n >= 2 else None
+    # max(.., 0): Welford can leave m2 a hair below zero for equal values.
+    std = math.sqrt(max(trades.m2, 0.0) / (n - 1)) if n >= 2 else None
     mean = trades.mean_bps if n else None
     downside_deviation = math.sqrt(trades.downside_sq / n) if n else None
     return AgentStats(
