@@ -54,8 +54,8 @@ class FleetView:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                # Keep answering from the last state (a kill stays a kill) while rebuilding.
                 log.warning("fleet view lost the broker (%s); rebuilding in 1 s", error)
-                self.state = FleetState()
                 await asyncio.sleep(1)
 
     async def run(self) -> None:
@@ -71,21 +71,27 @@ class FleetView:
             ends = await true_end_offsets(consumer, tps)
             for tp in tps:
                 consumer.seek(tp, 0)
+            # Fold from scratch into a private state; publish it once caught up, so readers
+            # never see a half-rebuilt kill list.
+            state, caught_up = FleetState(), False
             while True:
                 batches = await consumer.getmany(timeout_ms=100)
                 for messages in batches.values():
                     for message in messages:
-                        self.fold(message.value)
-                if not self.ready.is_set():
+                        state = fold(state, message.value)
+                if not caught_up:
                     positions = [await consumer.position(tp) for tp in tps]
-                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
-                        self.ready.set()
+                    caught_up = all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True))
+                if caught_up:
+                    self.state = state
+                    self.ready.set()
         finally:
             await consumer.stop()
 
-    def fold(self, raw: bytes | None) -> None:
-        try:
-            event = decode_event(raw)
-        except RejectedRecord:
-            return  # the topic's intake agent reports it to `deadletter`
-        self.state = apply_fleet_event(self.state, event)
+
+def fold(state: FleetState, raw: bytes | None) -> FleetState:
+    try:
+        event = decode_event(raw)
+    except RejectedRecord:
+        return state  # the topic's intake agent reports it to `deadletter`
+    return apply_fleet_event(state, event)

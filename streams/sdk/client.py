@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -114,8 +115,19 @@ class SyncClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._async = AsyncClient(bootstrap, **options)
-        self._call(self._async.start())
+        self._closed = False
+
+        async def connect() -> AsyncClient:
+            # Kafka clients belong to the loop they are created on: build it there.
+            client = AsyncClient(bootstrap, **options)
+            await client.start()
+            return client
+
+        try:
+            self._async = self._call(connect())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     @property
     def guard(self) -> Guard | None:
@@ -124,10 +136,19 @@ class SyncClient:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def close(self) -> None:
-        self._call(self._async.stop())
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self._async.stop())
+        finally:
+            self._stop_loop()
 
     def __enter__(self) -> SyncClient:
         return self
@@ -169,12 +190,16 @@ def supervised(
     """Decorator form: a killed agent's function is not called and returns None."""
 
     def wrap(function: Callable[..., T]) -> Callable[..., T | None]:
+        @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> T | None:
+            run = client.run(agent, strategy_class)
             try:
-                with client.run(agent, strategy_class):
-                    return function(*args, **kwargs)
+                run.__enter__()
             except AgentKilledError:
-                return None
+                return None  # refused by the guard (and recorded); the body never ran
+            with contextlib.ExitStack() as exits:
+                exits.push(run)  # ends the run however the function ends
+                return function(*args, **kwargs)
 
         return guarded
 

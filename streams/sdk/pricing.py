@@ -18,17 +18,31 @@ DEFAULT_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 }
 
 
+def _field(container: Any, *names: str) -> int:
+    """The first of `names` present and not None, as an int (0 when none is)."""
+    for name in names:
+        value = (
+            container.get(name) if isinstance(container, dict) else getattr(container, name, None)
+        )
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def usage_of(response: Any) -> tuple[int, int, str | None]:
-    """(prompt tokens, completion tokens, model) of an OpenAI response object or dict."""
+    """(input tokens, output tokens, model) of an OpenAI response, object or dict: Chat
+    Completions (`prompt_tokens`/`completion_tokens`) or Responses (`input_tokens`/...)."""
     if isinstance(response, dict):
-        usage = response.get("usage") or {}
-        model = response.get("model")
-        return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), model
-    usage = getattr(response, "usage", None)
-    model = getattr(response, "model", None)
+        usage, model = response.get("usage") or {}, response.get("model")
+    else:
+        usage, model = getattr(response, "usage", None), getattr(response, "model", None)
     if usage is None:
         return 0, 0, model
-    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), model
+    return (
+        _field(usage, "prompt_tokens", "input_tokens"),
+        _field(usage, "completion_tokens", "output_tokens"),
+        model,
+    )
 
 
 def cost_usd(
@@ -41,7 +55,11 @@ def cost_usd(
     if model is None:
         return 0.0
     # Dated snapshots ("gpt-4.1-mini-2025-04-14") cost what their family costs.
-    family = max((name for name in prices if model.startswith(name)), key=len, default=None)
+    family = max(
+        (name for name in prices if model == name or model.startswith(name + "-")),
+        key=len,
+        default=None,
+    )
     if family is None:
         log.warning("no price for model %r; cost counted as 0 (add it to the price table)", model)
         return 0.0

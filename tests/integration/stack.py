@@ -22,7 +22,7 @@ from tests.conftest import eventually
 
 
 def worker_settings(prefix: str, data_dir: Path) -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         METASUP_TOPIC_PREFIX=prefix,
         METASUP_DATA_DIR=data_dir,
         METASUP_WEB_PORT=free_port(),
