@@ -72,18 +72,20 @@ def test_every_event_type_round_trips_through_the_wire(model: type[Event], data:
     assert decode_event(encode_event(event)) == event
 
 
-def test_times_travel_as_utc_with_z() -> None:
-    raw = encode_event(
-        SignalEmitted.create(
-            ts=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
-            producer="t",
-            agent="a",
-            run_id="7f1c2b1e-7d4a-4b8e-9c3f-2a1d0e4b5c6d",
-            symbol="BTC",
-            direction="LONG",
-            confidence=0.5,
-        )
+def signal(at: datetime, direction: str, confidence: float) -> SignalEmitted:
+    return SignalEmitted.create(
+        ts=at,
+        producer="t",
+        agent="a",
+        run_id="7f1c2b1e-7d4a-4b8e-9c3f-2a1d0e4b5c6d",
+        symbol="BTC",
+        direction=direction,
+        confidence=confidence,
     )
+
+
+def test_times_travel_as_utc_with_z() -> None:
+    raw = encode_event(signal(datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), "LONG", 0.5))
     assert orjson.loads(raw)["ts"] == "2024-01-02T03:04:05Z"
 
 
@@ -126,19 +128,7 @@ def test_an_event_on_the_wrong_topic_is_rejected() -> None:
 
 
 def test_unknown_extra_fields_are_ignored_not_fatal() -> None:
-    payload = orjson.loads(
-        encode_event(
-            SignalEmitted.create(
-                ts=datetime(2024, 1, 1, tzinfo=UTC),
-                producer="t",
-                agent="a",
-                run_id="7f1c2b1e-7d4a-4b8e-9c3f-2a1d0e4b5c6d",
-                symbol="BTC",
-                direction="SHORT",
-                confidence=0.5,
-            )
-        )
-    )
+    payload = orjson.loads(encode_event(signal(datetime(2024, 1, 1, tzinfo=UTC), "SHORT", 0.5)))
     decoded = decode_event(orjson.dumps({**payload, "new_field_from_v9": [1, 2]}))
     assert isinstance(decoded, SignalEmitted) and decoded.direction == "SHORT"
 
@@ -151,19 +141,7 @@ class SignalEmittedV2(SignalEmitted):
 
 
 def test_a_v2_consumer_reads_a_v1_log_through_its_upcaster() -> None:
-    v1 = orjson.loads(
-        encode_event(
-            SignalEmitted.create(
-                ts=datetime(2024, 1, 1, tzinfo=UTC),
-                producer="t",
-                agent="a",
-                run_id="7f1c2b1e-7d4a-4b8e-9c3f-2a1d0e4b5c6d",
-                symbol="BTC",
-                direction="LONG",
-                confidence=0.7,
-            )
-        )
-    )
+    v1 = orjson.loads(encode_event(signal(datetime(2024, 1, 1, tzinfo=UTC), "LONG", 0.7)))
     UPCASTERS[("signal.emitted", 1)] = lambda p: {**p, "conviction": p["confidence"]}
     try:
         upgraded = SignalEmittedV2.model_validate(upcast(v1, SignalEmittedV2))
