@@ -41,13 +41,9 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_left, bisect_right
-from collections import Counter
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeAlias
-
-from pydantic import Field
 
 from schemas.envelope import Event, WireModel, derived_event_id
 from schemas.events import Direction, PriceObserved, SignalEmitted, SignalReconciled
@@ -228,50 +224,6 @@ def pnl_bps(direction: Direction, entry_price: float, exit_price: float) -> floa
     if direction is Direction.LONG:
         return (exit_price / entry_price - 1) * 10_000
     return (entry_price / exit_price - 1) * 10_000
-
-
-class HorizonCount(WireModel):
-    symbol: str
-    horizon_hours: int
-    pending: int = 0
-    reconciled: int = 0
-    unreconcilable: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict)
-
-
-class ReconcileCounts(WireModel):
-    """Settled outcomes per (symbol, horizon), folded with `add`; pending comes from books."""
-
-    rows: tuple[HorizonCount, ...] = ()
-
-    def add(self, outcomes: Iterable[Outcome]) -> ReconcileCounts:
-        rows = {(row.symbol, row.horizon_hours): row for row in self.rows}
-        for outcome in outcomes:
-            key = (outcome.symbol, outcome.horizon_hours)
-            row = rows.get(key) or HorizonCount(symbol=key[0], horizon_hours=key[1])
-            if isinstance(outcome, SignalReconciled):
-                row = row.model_copy(update={"reconciled": row.reconciled + 1})
-            else:
-                reasons = Counter(row.reasons)
-                reasons[outcome.reason.value] += 1
-                row = row.model_copy(
-                    update={"unreconcilable": row.unreconcilable + 1, "reasons": dict(reasons)}
-                )
-            rows[key] = row
-        return ReconcileCounts(rows=tuple(rows[key] for key in sorted(rows)))
-
-    def table(self, books: Iterable[SymbolBook] = ()) -> list[HorizonCount]:
-        """Rows sorted by (symbol, horizon), with `pending` counted from the current books."""
-        pending: Counter[tuple[str, int]] = Counter(
-            (entry.signal.symbol, h)
-            for book in books
-            for entry in book.pending
-            for h in entry.open_horizons
-        )
-        rows = {(row.symbol, row.horizon_hours): row for row in self.rows}
-        for symbol, h in pending:
-            rows.setdefault((symbol, h), HorizonCount(symbol=symbol, horizon_hours=h))
-        return [rows[key].model_copy(update={"pending": pending[key]}) for key in sorted(rows)]
 
 
 def _settle(

@@ -28,7 +28,6 @@ from schemas.policy import Thresholds
 from streams.reconcile.rule import (
     PRODUCER,
     Outcome,
-    ReconcileCounts,
     SymbolBook,
     Unreconcilable,
     UnreconcilableReason,
@@ -484,25 +483,3 @@ def test_the_book_round_trips_through_json(
     book, _ = run(interleave(data, prices, signals))
 
     assert SymbolBook.model_validate(book.model_dump(mode="json")) == book
-
-
-def test_counts_per_symbol_and_horizon_with_reasons_and_pending() -> None:
-    book, outcomes = run(
-        [
-            signal(T - 10 * HOUR),
-            price(T, 100.0),
-            signal(T),
-            *(price(T + k * HOUR, 101.0) for k in (4, 5)),
-        ]
-    )
-
-    rows = ReconcileCounts().add(outcomes).table([book])
-
-    assert [
-        (r.symbol, r.horizon_hours, r.pending, r.reconciled, r.unreconcilable, r.reasons)
-        for r in rows
-    ] == [
-        (SYMBOL, 1, 0, 1, 1, {"no price at or before signal time": 1}),
-        (SYMBOL, 4, 0, 1, 1, {"no price at or before signal time": 1}),
-        (SYMBOL, 24, 2, 0, 0, {}),
-    ]
