@@ -14,17 +14,23 @@ from schemas.envelope import Event
 from schemas.events import RunCompleted, SignalEmitted, SignalReconciled
 from schemas.stats import AgentStats
 from streams.agents.assess import AgentState, apply_agent_event
-from streams.agents.stats import stats_at
+from streams.agents.stats import StatsState, apply_event, stats_at
 from streams.fleet_state import FleetState, apply_fleet_event, policy_at
 
 # What the projection reads, in broker-receipt order.
 AGENT_TOPICS = ("policy", "regimes", "kills", "allocations", "runs", "signals", "reconciled")
 
 
+PORTFOLIO = "portfolio"
+
+
 @dataclass
 class AgentProjection:
     fleet: FleetState = field(default_factory=FleetState)
     agents: dict[str, AgentState] = field(default_factory=dict)
+    # The same stats fold pooled per strategy class and over the whole fleet.
+    classes: dict[str, StatsState] = field(default_factory=dict)
+    portfolio: StatsState = field(default_factory=StatsState)
 
     def apply(self, event: Event) -> None:
         self.fleet = apply_fleet_event(self.fleet, event)
@@ -34,14 +40,30 @@ class AgentProjection:
             event.agent, policy_at(self.fleet, event.ts)
         )
         self.agents[event.agent], _ = apply_agent_event(state, event, self.fleet, "shadow")
+        if isinstance(event, SignalEmitted):
+            return
+        thresholds = policy_at(self.fleet, event.ts).thresholds
+        self.portfolio = apply_event(self.portfolio, event, thresholds)
+        group = event.strategy_class or self.agents[event.agent].strategy_class
+        if group is not None:
+            self.classes[group] = apply_event(
+                self.classes.get(group, StatsState()), event, thresholds
+            )
+
+    def _window(self, stats: StatsState, as_of: datetime | None) -> AgentStats:
+        at = as_of or stats.watermark
+        if at is None:
+            return AgentStats()
+        return stats_at(stats, at, policy_at(self.fleet, at).thresholds.window_days)
 
     def window_stats(self, agent: str, as_of: datetime | None = None) -> AgentStats:
         """Rolling-window stats as of `as_of` (default: the agent's newest fact time)."""
-        state = self.agents[agent]
-        at = as_of or state.stats.watermark
-        if at is None:
-            return AgentStats()
-        return stats_at(state.stats, at, policy_at(self.fleet, at).thresholds.window_days)
+        return self._window(self.agents[agent].stats, as_of)
+
+    def group_stats(self, as_of: datetime | None = None) -> dict[str, AgentStats]:
+        """Window stats per strategy class, and for the whole portfolio."""
+        groups = {name: self._window(stats, as_of) for name, stats in sorted(self.classes.items())}
+        return {**groups, PORTFOLIO: self._window(self.portfolio, as_of)}
 
 
 def project_agents(events: Iterable[Event]) -> AgentProjection:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up
+from streams.cli.connection import LogUnavailable
 from streams.settings import Settings
 
 SUBCOMMANDS = (up, emit, tail, topics, status, stats, keys, operator, policy, spawn)
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args, settings))
+    except LogUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `metasup tail x | head` closed the pipe: not an error
         sys.stderr.close()
         return 0

@@ -7,7 +7,6 @@ before it, else the versioned default file; `set` publishes the whole new policy
 from __future__ import annotations
 
 import argparse
-import asyncio
 import difflib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,15 +16,14 @@ from typing import Any, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from projections.log import LogRecord, events, merged_by_receipt, read_broker, read_durable_log
+from projections.log import LogRecord, events, merged_by_receipt
 from schemas.envelope import format_utc
 from schemas.events import PolicyUpdated
 from schemas.policy import Policy
-from streams.cli.connection import resolve_bootstrap
+from streams.cli.connection import LogUnavailable, read_log
 from streams.cli.operator import PRODUCER, OperatorError, parse_time, publish_events
 from streams.fleet_state import DEFAULT_POLICY_FILE, FleetState, apply_fleet_event, policy_at
 from streams.settings import Settings
-from streams.stack import durable_log_path
 
 READ_TIMEOUT_S = 15.0
 
@@ -189,20 +187,11 @@ def change_in_force(state: FleetState, at: datetime) -> PolicyUpdated | None:
 
 def read_policy_log(settings: Settings, allow_durable: bool) -> tuple[FleetState, str]:
     """Fold the `policy` topic from the broker (or, for reading only, the durable log)."""
-    bootstrap = resolve_bootstrap(settings)
-    name = settings.topic("policy")
     try:
-        records = asyncio.run(asyncio.wait_for(read_broker(bootstrap, [name]), READ_TIMEOUT_S))
-        return fold_policies(records), f"broker {bootstrap}"
-    except Exception as error:
-        path = durable_log_path(settings)
-        detail = str(error) or type(error).__name__
-        if not allow_durable or not path.exists():
-            raise OperatorError(
-                f"cannot read `policy` from the broker at {bootstrap} ({detail}); "
-                "is it running (`metasup up`)?"
-            ) from None
-        return fold_policies(read_durable_log(path, [name])), f"durable log {path}"
+        records, where = read_log(settings, ["policy"], allow_durable, READ_TIMEOUT_S)
+    except LogUnavailable as error:
+        raise OperatorError(str(error)) from None
+    return fold_policies(records), where
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,15 +4,15 @@ rebuilt from the log through the same folds the live tables use."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 from datetime import datetime
 
 import orjson
 
 from projections.agents import AGENT_TOPICS, project_agents
-from projections.log import events, merged_by_receipt, read_broker
+from projections.log import events, merged_by_receipt
 from schemas.envelope import to_utc
-from streams.cli.connection import resolve_bootstrap
+from schemas.stats import AgentStats
+from streams.cli.connection import read_log
 from streams.settings import Settings
 
 
@@ -33,8 +33,7 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     as_of = to_utc(args.as_of) if args.as_of else None
-    bootstrap = resolve_bootstrap(settings)
-    records = asyncio.run(read_broker(bootstrap, [settings.topic(t) for t in AGENT_TOPICS]))
+    records, where = read_log(settings, AGENT_TOPICS)
     projection = project_agents(events(merged_by_receipt(records), until=as_of))
     if args.agent:
         if args.agent not in projection.agents:
@@ -51,16 +50,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         }
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(
-        f"{'agent':<18} {'class':<14} {'decision':<8} {'trades':>6} {'pnl_bps':>9} "
-        f"{'hit':>5} {'err':>5} {'lat_ms':>7} {'dd_bps':>8} {'mult':>5}"
+    header = (
+        f"{'trades':>6} {'pnl_bps':>9} {'hit':>5} {'err':>5} {'lat_ms':>7} "
+        f"{'dd_bps':>8} {'cvar95':>8} {'sharpe':>6}"
     )
+    print(f"{'agent':<18} {'class':<14} {'decision':<8} {header} {'mult':>5}")
     for name, state in sorted(projection.agents.items()):
-        s = projection.window_stats(name, as_of)
         print(
             f"{name:<18} {state.strategy_class or '-':<14} {state.decision or '-':<8} "
-            f"{s.trades:>6} {s.pnl_sum_bps:>9.1f} {_fmt(s.hit_rate, '.2f'):>5} "
-            f"{_fmt(s.error_rate, '.2f'):>5} {_fmt(s.avg_latency_ms, '.0f'):>7} "
-            f"{s.max_drawdown_bps:>8.1f} {state.confidence.mult:>5.2f}"
+            f"{_row(projection.window_stats(name, as_of))} {state.confidence.mult:>5.2f}"
         )
+    print()
+    print(f"{'strategy class / portfolio':<42} {header}")
+    for group, stats in projection.group_stats(as_of).items():
+        print(f"{group:<42} {_row(stats)}")
+    print(f"(window stats as of each newest fact time; read from the {where})")
     return 0
+
+
+def _row(s: AgentStats) -> str:
+    return (
+        f"{s.trades:>6} {s.pnl_sum_bps:>9.1f} {_fmt(s.hit_rate, '.2f'):>5} "
+        f"{_fmt(s.error_rate, '.2f'):>5} {_fmt(s.avg_latency_ms, '.0f'):>7} "
+        f"{s.max_drawdown_bps:>8.1f} {_fmt(s.cvar95_bps, '.1f'):>8} {_fmt(s.sharpe, '.2f'):>6}"
+    )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from projections.log import events, merged_by_receipt, read_broker
+from projections.log import events, merged_by_receipt
 from projections.reconcile_status import STATUS_TOPICS, reconcile_status
 from schemas.envelope import format_utc
-from streams.cli.connection import resolve_bootstrap
+from streams.cli.connection import read_log
 from streams.settings import Settings
 
 
@@ -20,8 +19,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    bootstrap = resolve_bootstrap(settings)
-    records = asyncio.run(read_broker(bootstrap, [settings.topic(t) for t in STATUS_TOPICS]))
+    records, where = read_log(settings, STATUS_TOPICS)
     status = reconcile_status(events(merged_by_receipt(records)))
     if not status.rows:
         print("no signals yet (`metasup tail signals` shows what arrives)")
@@ -38,4 +36,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     for symbol, watermark in sorted(status.price_watermarks.items()):
         print(f"prices for {symbol} have reached {format_utc(watermark)}")
+    print(f"(read from the {where})")
     return 0
