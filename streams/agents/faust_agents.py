@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
 from schemas.envelope import Event
 from schemas.events import OrderIntent, RunCompleted, SignalEmitted, SignalReconciled
@@ -95,17 +96,31 @@ def register_agent_processor(
             "window": window.model_dump(mode="json") if window is not None else None,
         }
 
+    partitions = topic("agent-input").partitions
+
+    def is_active_here(key: bytes) -> bool:
+        """Whether this worker owns the key's partition (its table also holds standby copies
+        of other workers' partitions, which may lag)."""
+        owned = {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == settings.topic("agent-input")
+        }
+        return (murmur2(key) & 0x7FFFFFFF) % partitions in owned
+
     async def agent_states_view(web: Any, request: Any) -> Any:
-        """The live table as this worker holds it (its partitions): state and window stats."""
-        states = (store.load(key) for key in store.heads())
+        """The live table for the partitions this worker owns: state and window stats."""
+        states = (store.load(key) for key in store.heads() if is_active_here(key))
         body = {state.agent: view_of(state) for state in states if state is not None}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     async def agent_state_view(web: Any, request: Any, agent: str) -> Any:
         """One agent; 404 names the agents this worker holds (others live on other workers)."""
-        state = store.load(agent.encode())
+        state = store.load(agent.encode()) if is_active_here(agent.encode()) else None
         if state is None:
-            held = sorted(key.decode(errors="replace") for key in store.heads())
+            held = sorted(
+                key.decode(errors="replace") for key in store.heads() if is_active_here(key)
+            )
             return web.bytes(
                 orjson.dumps({"error": f"agent {agent!r} is not on this worker", "held": held}),
                 content_type="application/json",

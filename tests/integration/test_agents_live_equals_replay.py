@@ -1,11 +1,14 @@
 """Issue 4, the key test of the design: after a stream through the live tables (with a
 worker SIGKILLed mid-stream and duplicates injected), replaying the same log through the
-projection gives exactly the stats and multipliers the live tables hold."""
+projection gives exactly the stats and multipliers the live tables hold. With one worker,
+and with two workers sharing the partitions (the killed one's partitions move over)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from projections.agents import AGENT_TOPICS, project_agents
 from projections.log import events, merged_by_receipt, read_broker
@@ -20,31 +23,49 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
     return {"stats": state["stats"], "confidence": state["confidence"]}
 
 
+def mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def live_views(workers: list[Worker]) -> dict[str, Any] | None:
+    """The union of what the workers' tables hold (each serves its own partitions)."""
+    union: dict[str, Any] = {}
+    for worker in workers:
+        try:
+            union.update(await worker.agents_view())
+        except OSError:
+            return None  # a (re)started worker's web server is not up yet
+    return union
+
+
+@pytest.mark.parametrize("worker_count", [1, 2])
 async def test_live_tables_equal_the_replayed_projection_after_a_worker_crash(
-    broker: EmbeddedBroker, prefix: str, tmp_path: Path
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path, worker_count: int
 ) -> None:
     await create_topics(broker, prefix)
     prices, others = fleet_events(seed=7, days=12)
     stream = interleave(prices, others)
     half = len(stream) // 2
-    worker = Worker(broker, worker_settings(prefix, tmp_path))
-    worker.start()
+    workers = [
+        Worker(broker, worker_settings(prefix, mkdir(tmp_path / f"worker-{i}")))
+        for i in range(worker_count)
+    ]
+    for worker in workers:
+        worker.start()
     try:
         await produce(broker, prefix, stream[:half])
         await wait_for_events(broker, prefix, "reconciled", 30)
-        worker.kill()  # mid-stream: the rest is still unprocessed
+        workers[0].kill()  # mid-stream: the rest is still unprocessed
         # Redelivered and re-sent records: duplicates must not count twice.
         await produce(broker, prefix, [*stream[half:], *stream[half - 40 : half + 40]])
-        worker.start()
+        workers[0].start()
 
         async def live_equals_replay() -> bool:
-            try:
-                live = await worker.agents_view()
-            except OSError:
-                return False  # the restarted worker's web server is not up yet
+            live = await live_views(workers)
             records = await read_broker(broker.bootstrap, [prefix + name for name in AGENT_TOPICS])
             replay = project_agents(events(merged_by_receipt(records)))
-            if set(live) != set(replay.agents) or not live:
+            if not live or set(live) != set(replay.agents):
                 return False
             return all(
                 comparable(live[agent]["state"])
@@ -52,11 +73,15 @@ async def test_live_tables_equal_the_replayed_projection_after_a_worker_crash(
                 for agent in live
             )
 
-        await eventually(live_equals_replay, timeout_s=120, every_s=2)
-        live = await worker.agents_view()
-        one = await worker.agents_view("/agents/buggy/")
+        await eventually(live_equals_replay, timeout_s=150, every_s=2)
+        live = await live_views(workers)
+        views = [await w.agents_view() for w in workers]
+        holder = workers[next(i for i, view in enumerate(views) if "buggy" in view)]
+        one = await holder.agents_view("/agents/buggy/")
     finally:
-        await worker.stop()
+        for worker in workers:
+            await worker.stop()
+    assert live is not None
     # The stream really was processed: every agent has trades and a multiplier moved.
     assert all(view["window"]["trades"] > 0 for view in live.values())
     assert any(view["state"]["confidence"]["mult"] != 1.0 for view in live.values())
