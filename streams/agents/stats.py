@@ -434,9 +434,12 @@ def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when that is not a finite number (a denominator
+    of 1e-308 would give infinity, which no stat may carry)."""
     if numerator is None or not denominator:
         return None
-    return numerator / denominator
+    ratio = numerator / denominator
+    return ratio if math.isfinite(ratio) else None
 
 
 def _window(window_days: int) -> timedelta | None:
