@@ -15,8 +15,6 @@ class TopicSpec:
     partitions: int
     origin: Origin
     types: frozenset[str]
-    # Only the latest record per key matters (a restore may drop older ones).
-    compacted: bool = False
 
     def full_name(self, prefix: str = "") -> str:
         return f"{prefix}{self.name}"
