@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from schemas.topics import CATALOGUE
+from streams.faust_fixes import apply_faust_fixes
 from streams.settings import Settings, get_settings
 from streams.topology import register_topology
 
@@ -47,6 +48,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> faust.App:
+    apply_faust_fixes()
     app = faust.App(settings.group_id, **faust_settings(settings))
     topics = {
         spec.name: app.topic(
