@@ -1,71 +1,132 @@
-"""Two fixes to faust-streaming 0.15.3 that table correctness after a restart depends on.
+"""Fixes to faust-streaming 0.15.3 that table correctness across a restart depends on.
 
-1. A restarted worker lost records (found with the crash test; docs/ARCHITECTURE.md,
-   "Restarts"). When partitions are assigned, Faust resumes fetching, then seeks
-   every partition back to its committed offset, then clears the stream queues (the
-   recovery race of BROKER-NOTES). The records fetched before the seek are dropped
-   from the queues and are meant to be fetched again after it. But aiokafka's
-   `seek_to_committed` leaves a partition with no committed offset where the fetch
-   left it, so those records were never processed. That is every partition the
-   previous worker had not yet committed: in our runs the agent processor lost the
-   first 20-odd records of `reconciled` on about one restart in three. The fix
-   seeks such a partition to where `consumer_auto_offset_reset` says a consumer
-   without a commit starts (ours: the beginning), so a dropped record comes back;
-   a record processed twice is absorbed by the idempotent folds. Changelog
-   partitions are left alone: table recovery tracks its own offsets.
+Found with the crash test (a worker SIGKILLed mid-stream, restarted): in about one
+restart in three, the agent processor had lost the first 20-odd records of every
+`reconciled` partition, and the reconcile processor lost records of its own
+input. No exception, and Faust's table recovery was exact. The cause is the
+recovery race of BROKER-NOTES, which loses records as well as repeating them:
 
-2. Before committing offsets, Faust flushes its producer so that the changelog
-   writes made for the committed records reach Kafka first. `ProducerBuffer.flush`
-   gives up when 0.1 s pass without a message leaving the buffer, and the commit goes
-   ahead anyway; a crash then loses table updates the commit already covers. On our
-   broker a send can take longer than that (one-record batches; the proxy holds each
-   produce ack until the durable log has the record). The fix: the buffer tracks each
-   message until the broker acknowledges it, and flushing a running buffer waits for
-   all of them. A stopping buffer keeps Faust's own flush, which is what runs while
-   Faust shuts its services down.
+1. **Seek before resuming.** When recovery completes, Faust resumes fetching the
+   stream partitions, then seeks them to their committed offsets, then resumes the
+   flow, which clears the stream queues. Records fetched while the seek is under way
+   are dropped (the flow is still suspended) or cleared, and Faust notes them as
+   read. Where a commit exists, the seek rewinds and they come again; where none
+   exists (the previous worker had not yet committed that partition), aiokafka's
+   seek does nothing and they are gone. `on_recovery_completed` here seeks first,
+   while the partitions are still paused, then resumes the flow, then the partitions:
+   nothing can be fetched before the seek.
+
+2. **No commit, start from the reset point.** The seek sends a partition with no
+   committed offset to where `consumer_auto_offset_reset` says (ours: the
+   beginning), with a concrete offset and a synchronous seek, so a record fetched
+   and dropped before it comes back. Changelog partitions are left alone: table
+   recovery keeps its own offsets. A record processed twice is absorbed by the
+   idempotent folds.
+
+3. **Flush means acknowledged.** Before committing offsets, Faust flushes its
+   producer so that the changelog writes made for the committed records reach Kafka
+   first. `ProducerBuffer.flush` gives up when 0.1 s pass without a message leaving
+   the buffer, and the commit goes ahead anyway; a crash then loses table updates the
+   commit already covers. On our broker a send can take longer than that (one-record
+   batches; the proxy holds each produce ack until the durable log has the record).
+   Here the buffer tracks each message until the broker acknowledges it, and a flush
+   of a running buffer waits for all of them, up to `ACK_WAIT_S` (then it warns and
+   lets the commit go, as Faust would). A stopping buffer keeps Faust's own flush,
+   which is what runs while Faust shuts its services down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import FutureMessage
+
+logger = logging.getLogger(__name__)
+
+# How long a commit waits for the changelog writes before it. Bounded so that a broker
+# that never answers one write stalls the worker's commits for a while, not for ever.
+ACK_WAIT_S = 30.0
 
 _original_put = ProducerBuffer.put
 _original_flush = ProducerBuffer.flush
 
 
-async def _seek_to_committed_or_reset(
+async def seek_to_committed_or_reset(
     consumer: AIOKafkaConsumer, changelog_topics: set[str], reset: str
 ) -> Mapping[TopicPartition, int | None]:
+    """Seek each assigned partition to its committed offset; one with no commit (other
+    than a changelog) to where `reset` starts. Returns the committed offsets."""
     committed: Mapping[TopicPartition, int | None] = await consumer.seek_to_committed()
     uncommitted = [
         tp for tp, offset in committed.items() if not offset and tp.topic not in changelog_topics
     ]
     if uncommitted:
-        if reset == "earliest":
-            await consumer.seek_to_beginning(*uncommitted)
-        else:
-            await consumer.seek_to_end(*uncommitted)
+        # A concrete offset and a synchronous seek: aiokafka's seek_to_beginning only
+        # requests a reset, which lands after Faust has moved on, and Faust then drops
+        # the records fetched again as already read.
+        lookup = consumer.beginning_offsets if reset == "earliest" else consumer.end_offsets
+        for tp, offset in (await lookup(uncommitted)).items():
+            consumer.seek(tp, offset)
     return committed
 
 
 async def _seek_every_source_partition(self: AIOKafkaConsumerThread) -> Mapping[Any, Any]:
     return await self.call_thread(
-        _seek_to_committed_or_reset,
+        seek_to_committed_or_reset,
         self._ensure_consumer(),
         set(self.app.tables.changelog_topics),
         self.app.conf.consumer_auto_offset_reset,
     )
 
 
-def _unacknowledged(buffer: ProducerBuffer) -> set[asyncio.Future[Any]]:
-    found: set[asyncio.Future[Any]] = buffer.__dict__.setdefault("_metasup_unacked", set())
+async def _seek_then_resume(self: Recovery, generation_id: int = 0) -> None:
+    """Faust's `Recovery.on_recovery_completed`, with the seek moved before the resume."""
+    app: Any = self.app
+    consumer = app.consumer
+    self.log.info("Restore complete!")
+    await app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callbacks = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callbacks:
+        await asyncio.wait(callbacks)
+    assignment = consumer.assignment()
+    if app.consumer_generation_id != generation_id:
+        self.log.warning("Recovery rebalancing again")
+        return
+    if assignment:
+        self.log.info("Seek stream partitions to committed offsets (still paused).")
+        await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
+        if app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+    self.completed.set()
+    app.flow_control.resume()
+    consumer.resume_flow()
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    await app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+def _unacknowledged(buffer: ProducerBuffer) -> set[FutureMessage]:
+    found: set[FutureMessage] = buffer.__dict__.setdefault("_metasup_unacked", set())
     return found
 
 
@@ -81,12 +142,22 @@ async def _flush_until_acknowledged(self: ProducerBuffer) -> None:
         await _original_flush(self)
         return
     waiting = set(_unacknowledged(self))
-    if waiting:
-        await asyncio.wait(waiting)
+    if not waiting:
+        return
+    _, unacknowledged = await asyncio.wait(waiting, timeout=ACK_WAIT_S)
+    if unacknowledged:
+        topics = sorted({str(fut.message.channel) for fut in unacknowledged})
+        logger.warning(
+            "committing with %d writes not acknowledged after %.0f s (topics %s)",
+            len(unacknowledged),
+            ACK_WAIT_S,
+            topics,
+        )
 
 
 def apply_faust_fixes() -> None:
-    """Install both fixes (idempotent; process-wide, as Faust's classes are)."""
+    """Install the fixes (idempotent; process-wide, as Faust's classes are)."""
+    Recovery.on_recovery_completed = _seek_then_resume  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_every_source_partition  # type: ignore[method-assign]
     ProducerBuffer.put = _put_and_track  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush_until_acknowledged  # type: ignore[method-assign]
