@@ -8,8 +8,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from projections.agents import AgentProjection, project_agents
 from schemas.envelope import Event, derived_event_id
 from schemas.events import PriceObserved, RunCompleted, SignalEmitted
+from streams.fleet_state import default_policy
+from streams.reconcile.faust_agents import outcome_event
+from streams.reconcile.rule import SymbolBook, apply_event
 
 START = datetime(2023, 1, 2, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -105,3 +109,19 @@ def fleet_events(
 def interleave(prices: list[PriceObserved], others: list[Event]) -> list[Event]:
     """Everything in event-time order, prices first at equal times."""
     return sorted([*prices, *others], key=lambda e: (e.ts, e.type != "price.observed"))
+
+
+def clean_run(stream: list[Event]) -> AgentProjection:
+    """What the agent tables end with when nothing crashes: the reconcile rule over the
+    input in order, then the agent projection over runs, signals and reconciliations.
+    No broker, no Faust: the reference a crashed and restarted worker must equal."""
+    thresholds = default_policy().thresholds
+    books: dict[str, SymbolBook] = {}
+    reconciled: list[Event] = []
+    for event in stream:
+        symbol = getattr(event, "symbol", None)
+        if symbol is None:
+            continue
+        books[symbol], outcomes = apply_event(books.get(symbol, SymbolBook()), event, thresholds)
+        reconciled += [outcome_event(outcome, event) for outcome in outcomes]
+    return project_agents([e for e in stream if not isinstance(e, PriceObserved)] + reconciled)

@@ -15,37 +15,17 @@ from typing import Any
 
 import pytest
 
-from projections.agents import AGENT_TOPICS, AgentProjection, project_agents
+from projections.agents import AGENT_TOPICS, project_agents
 from projections.log import events, merged_by_receipt, read_broker
-from schemas.envelope import Event
-from schemas.events import PriceObserved
 from streams.broker.embedded import EmbeddedBroker
-from streams.fleet_state import default_policy
-from streams.reconcile.faust_agents import outcome_event
-from streams.reconcile.rule import SymbolBook, apply_event
 from tests.conftest import eventually
-from tests.fleet_data import fleet_events, interleave
+from tests.fleet_data import clean_run, fleet_events, interleave
 from tests.integration.stack import Worker, create_topics, produce, wait_for_events, worker_settings
 
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
     """Stats and confidence: the parts that must not depend on processing timing."""
     return {"stats": state["stats"], "confidence": state["confidence"]}
-
-
-def clean_run(stream: list[Event]) -> AgentProjection:
-    """What the tables end with when nothing crashes: the reconcile rule over the input in
-    order, then the agent projection over runs, signals and the reconciliations."""
-    thresholds = default_policy().thresholds
-    books: dict[str, SymbolBook] = {}
-    reconciled: list[Event] = []
-    for event in stream:
-        symbol = getattr(event, "symbol", None)
-        if symbol is None:
-            continue
-        books[symbol], outcomes = apply_event(books.get(symbol, SymbolBook()), event, thresholds)
-        reconciled += [outcome_event(outcome, event) for outcome in outcomes]
-    return project_agents([e for e in stream if not isinstance(e, PriceObserved)] + reconciled)
 
 
 def mkdir(path: Path) -> Path:
