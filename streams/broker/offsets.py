@@ -1,4 +1,4 @@
-"""True end offsets, read from fetch responses.
+"""True end offsets, read from fetch responses, and a consumer group's lag.
 
 Tansu's ListOffsets answers the first offset of the last batch + 1, which is short
 for multi-record batches (BROKER-NOTES defect 1). A fetch response carries the
@@ -7,7 +7,11 @@ right high watermark, so: seek just before the reported end, fetch once, read it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.broker.admin import topic_partitions
 
 
 async def true_end_offsets(
@@ -32,3 +36,42 @@ async def true_end_offsets(
     for tp in remaining:  # no fetch answered: fall back to what ListOffsets said
         ends[tp] = reported[tp]
     return ends
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """How far a consumer group's committed offset is behind the end of one partition."""
+
+    topic: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.committed)
+
+
+async def consumer_lag(bootstrap: str, group_id: str, topics: list[str]) -> list[PartitionLag]:
+    """Lag of `group_id` on every partition of `topics` it has committed: shows workers
+    that fall behind, or a partition that stopped moving. Reads offsets only; it does
+    not join the group, so the workers' assignment is untouched."""
+    existing = await topic_partitions(bootstrap)
+    partitions = [TopicPartition(t, p) for t in topics for p in range(existing.get(t, 0))]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+        with_commit = [tp for tp in partitions if committed[tp] is not None]
+        ends = await true_end_offsets(consumer, with_commit) if with_commit else {}
+    finally:
+        await consumer.stop()
+    return [
+        PartitionLag(tp.topic, tp.partition, int(committed[tp] or 0), ends[tp])
+        for tp in with_commit
+    ]

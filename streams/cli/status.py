@@ -1,13 +1,17 @@
-"""`metasup status`: reconciliation progress per symbol and horizon, from the log."""
+"""`metasup status`: reconciliation progress per symbol and horizon, from the log, and
+how far the workers are behind it."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from projections.log import events, merged_by_receipt
-from projections.reconcile_status import STATUS_TOPICS, reconcile_status
+from projections.reconcile_status import STATUS_TOPICS, ReconcileStatus, reconcile_status
 from schemas.envelope import format_utc
-from streams.cli.connection import read_log
+from schemas.topics import CATALOGUE
+from streams.broker.offsets import consumer_lag
+from streams.cli.connection import read_log, resolve_bootstrap
 from streams.settings import Settings
 
 
@@ -23,7 +27,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     status = reconcile_status(events(merged_by_receipt(records)))
     if not status.rows:
         print("no signals yet (`metasup tail signals` shows what arrives)")
-        return 0
+    else:
+        print_reconciliation(status)
+    print(f"(read from the {where})")
+    if where.startswith("broker"):
+        print_worker_lag(settings)
+    return 0
+
+
+def print_worker_lag(settings: Settings) -> None:
+    """Partitions the workers have not committed to the end: normal while they work,
+    a problem when the same partition stays behind (docs/ARCHITECTURE.md, "Restarts")."""
+    topics = [settings.topic(spec.name) for spec in CATALOGUE]
+    lags = asyncio.run(consumer_lag(resolve_bootstrap(settings), settings.group_id, topics))
+    if not lags:
+        print("workers: no committed offsets yet")
+        return
+    behind = [lag for lag in lags if lag.lag > 0]
+    if not behind:
+        print(f"workers: committed to the end of all {len(lags)} partitions they read")
+        return
+    print(f"workers behind the log on {len(behind)} of {len(lags)} partitions:")
+    for lag in behind:
+        print(
+            f"  {lag.topic}[{lag.partition}]  committed {lag.committed:,}  "
+            f"end {lag.end:,}  behind {lag.lag:,}"
+        )
+
+
+def print_reconciliation(status: ReconcileStatus) -> None:
     print(
         f"{'symbol':<8} {'horizon':>7} {'signals':>8} {'pending':>8} {'reconciled':>10} "
         f"{'unreconcilable':>14}  reasons"
@@ -36,5 +68,3 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     for symbol, watermark in sorted(status.price_watermarks.items()):
         print(f"prices for {symbol} have reached {format_utc(watermark)}")
-    print(f"(read from the {where})")
-    return 0
