@@ -27,16 +27,12 @@ from typing import Any
 from projections.agents import AGENT_TOPICS, project_agents
 from projections.log import events, merged_by_receipt, read_broker
 from streams.broker.embedded import EmbeddedBroker, free_port
-from tests.fleet_data import clean_run, fleet_events, interleave
+from tests.fleet_data import clean_run, comparable, comparable_agents, fleet_events, interleave
 from tests.integration.stack import Worker, create_topics, produce, wait_for_events, worker_settings
 
 PREFIX = "r."
 SETTLE_CHECKS = 4  # equal views this many times in a row, 4 s apart: done
 MAX_CHECKS = 40
-
-
-def comparable(state: dict[str, Any]) -> dict[str, Any]:
-    return {"stats": state["stats"], "confidence": state["confidence"]}
 
 
 async def settled_view(worker: Worker) -> dict[str, Any]:
@@ -76,13 +72,9 @@ async def one_run(stop: str, data_dir: Path) -> str:
         worker.start()
         live = {agent: comparable(v["state"]) for agent, v in (await settled_view(worker)).items()}
         records = await read_broker(broker.bootstrap, [PREFIX + name for name in AGENT_TOPICS])
-        replay = project_agents(events(merged_by_receipt(records)))
-        replayed = {a: comparable(s.model_dump(mode="json")) for a, s in replay.agents.items()}
-        clean = clean_run(stream)
-        expected = {a: comparable(s.model_dump(mode="json")) for a, s in clean.agents.items()}
-        if live != replayed:
+        if live != comparable_agents(project_agents(events(merged_by_receipt(records)))):
             return "differs"
-        return "exact" if live == expected else "short"
+        return "exact" if live == comparable_agents(clean_run(stream)) else "short"
     finally:
         await worker.stop()
         await broker.close()

@@ -7,6 +7,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from projections.agents import AgentProjection, project_agents
 from schemas.envelope import Event, derived_event_id
@@ -125,3 +126,16 @@ def clean_run(stream: list[Event]) -> AgentProjection:
         books[symbol], outcomes = apply_event(books.get(symbol, SymbolBook()), event, thresholds)
         reconciled += [outcome_event(outcome, event) for outcome in outcomes]
     return project_agents([e for e in stream if not isinstance(e, PriceObserved)] + reconciled)
+
+
+def comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """Stats and confidence of an agent state as JSON: the parts that must not depend on
+    processing timing (decisions and assessment counts do)."""
+    return {"stats": state["stats"], "confidence": state["confidence"]}
+
+
+def comparable_agents(projection: AgentProjection) -> dict[str, dict[str, Any]]:
+    return {
+        agent: comparable(state.model_dump(mode="json"))
+        for agent, state in projection.agents.items()
+    }

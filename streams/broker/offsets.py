@@ -66,12 +66,12 @@ async def consumer_lag(bootstrap: str, group_id: str, topics: list[str]) -> list
     await consumer.start()
     try:
         consumer.assign(partitions)
-        committed = {tp: await consumer.committed(tp) for tp in partitions}
-        with_commit = [tp for tp in partitions if committed[tp] is not None]
-        ends = await true_end_offsets(consumer, with_commit) if with_commit else {}
+        committed: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            offset = await consumer.committed(tp)
+            if offset is not None:
+                committed[tp] = offset
+        ends = await true_end_offsets(consumer, list(committed)) if committed else {}
     finally:
         await consumer.stop()
-    return [
-        PartitionLag(tp.topic, tp.partition, int(committed[tp] or 0), ends[tp])
-        for tp in with_commit
-    ]
+    return [PartitionLag(tp.topic, tp.partition, c, ends[tp]) for tp, c in committed.items()]

@@ -47,14 +47,3 @@ async def test_flush_returns_only_after_every_write_is_acknowledged() -> None:
         assert all(write.done() for write in writes)
     finally:
         await buffer.stop()
-
-
-async def test_flush_with_nothing_pending_returns_at_once() -> None:
-    apply_faust_fixes()
-    buffer = await running_buffer()
-    try:
-        buffer.put(write := changelog_write(SlowBroker(ack_after_s=0.0)))
-        await asyncio.wait_for(asyncio.shield(write), timeout=5)
-        await asyncio.wait_for(buffer.flush(), timeout=1)
-    finally:
-        await buffer.stop()
