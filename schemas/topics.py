@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.envelope import Event
+
 Origin = Literal["source", "derived", "internal"]
 
 
@@ -115,3 +117,16 @@ HOME_TOPIC: dict[str, TopicSpec] = _home_topics()
 def home_topic(event_type: str) -> TopicSpec:
     """Where an event of this type is published (signals to `signals`, not `agent-input`)."""
     return HOME_TOPIC[event_type]
+
+
+def topic_for(event: Event) -> TopicSpec:
+    """The catalogue topic an event is published to: its type's home topic."""
+    return home_topic(event.type)
+
+
+def key_for(event: Event, spec: TopicSpec) -> bytes:
+    """The record key: the payload field the catalogue names, or the literal "fleet"."""
+    if spec.key == "fleet":
+        return b"fleet"
+    value = getattr(event, spec.key, None)
+    return str(value if value is not None else event.event_id).encode()

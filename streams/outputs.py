@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.codec import encode_event
 from schemas.envelope import Event
-from streams.sdk.publisher import key_for, topic_for
+from schemas.topics import key_for, topic_for
 
 FaustTopics = dict[str, Any]
 

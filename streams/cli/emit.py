@@ -11,8 +11,9 @@ import orjson
 
 from schemas.codec import RejectedRecord, decode_event
 from schemas.envelope import Event
+from schemas.topics import topic_for
 from streams.cli.connection import resolve_bootstrap
-from streams.sdk.publisher import Publisher, topic_for
+from streams.sdk.publisher import Publisher
 from streams.settings import Settings
 
 

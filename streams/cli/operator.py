@@ -18,9 +18,10 @@ import orjson
 
 from schemas.envelope import Event, format_utc, to_utc
 from schemas.events import KillRequested, OperatorCommand, ReviveRequested, TargetType
+from schemas.topics import topic_for
 from streams.cli.connection import resolve_bootstrap
 from streams.cli.keys import keyring_file
-from streams.sdk.publisher import Publisher, topic_for
+from streams.sdk.publisher import Publisher
 from streams.settings import Settings
 from streams.supervisor.commands import DEFAULT_MAX_AGE_S, load_keyring, new_nonce, sign
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from schemas.envelope import derived_event_id, format_utc
 from schemas.events import AgentSpawned
+from schemas.topics import topic_for
 from streams.cli.operator import PRODUCER, publish_events
-from streams.sdk.publisher import topic_for
 from streams.settings import Settings
 
 

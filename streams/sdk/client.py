@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from schemas.clock import Clock, utc_now
 from schemas.envelope import Event
-from schemas.events import Direction, SignalEmitted
+from schemas.events import Direction, RunCompleted, SignalEmitted
 from streams.fleet_view import FleetView
 from streams.sdk.publisher import Publisher
-from streams.sdk.run_context import AgentKilledError, Clock, Run, current_run, utc_now
+from streams.sdk.run_context import AgentKilledError, Run, current_run
 
 T = TypeVar("T")
 
@@ -82,23 +83,45 @@ class AsyncClient:
             return None
         return self.guard.killed_reason(run.agent, run.strategy_class, self.clock())
 
+    @contextlib.contextmanager
+    def lifecycle(
+        self,
+        agent: str,
+        strategy_class: str | None,
+        run_id: uuid.UUID | None,
+        ended: list[RunCompleted],
+    ) -> Iterator[Run]:
+        """One run from start to end, without I/O: the one lifecycle of both clients.
+
+        However the body ends (refused by the guard, raising, returning), the run's
+        `run.completed` is appended to `ended` before the exception, if any, goes on;
+        the caller publishes it, awaiting (AsyncClient) or blocking (SyncClient).
+        """
+        run = self.new_run(agent, strategy_class, run_id)
+        run.begin()
+        refused = self.refusal(run)
+        if refused is not None:
+            ended.append(run.end(failed=False, skipped_reason=refused))
+            raise AgentKilledError(f"{agent} did not run: {refused}")
+        try:
+            yield run
+        except BaseException:
+            ended.append(run.end(failed=True))
+            raise
+        ended.append(run.end(failed=False))
+
     @contextlib.asynccontextmanager
     async def run(
         self, agent: str, strategy_class: str | None = None, run_id: uuid.UUID | None = None
     ) -> AsyncIterator[Run]:
         """Time the body as one run; `run.completed` is emitted however the body ends."""
-        run = self.new_run(agent, strategy_class, run_id)
-        run.begin()
-        refused = self.refusal(run)
-        if refused is not None:
-            await self.publish(run.end(failed=False, skipped_reason=refused))
-            raise AgentKilledError(f"{agent} did not run: {refused}")
+        ended: list[RunCompleted] = []
         try:
-            yield run
-        except BaseException:
-            await self.publish(run.end(failed=True))
-            raise
-        await self.publish(run.end(failed=False))
+            with self.lifecycle(agent, strategy_class, run_id, ended) as run:
+                yield run
+        finally:
+            for completed in ended:
+                await self.publish(completed)
 
     async def emit_signal(
         self, symbol: str, direction: Direction | str, confidence: float, **extra: Any
@@ -163,18 +186,14 @@ class SyncClient:
     def run(
         self, agent: str, strategy_class: str | None = None, run_id: uuid.UUID | None = None
     ) -> Iterator[Run]:
-        run = self._async.new_run(agent, strategy_class, run_id)
-        run.begin()
-        refused = self._async.refusal(run)
-        if refused is not None:
-            self.publish(run.end(failed=False, skipped_reason=refused))
-            raise AgentKilledError(f"{agent} did not run: {refused}")
+        """Time the body as one run; `run.completed` is emitted however the body ends."""
+        ended: list[RunCompleted] = []
         try:
-            yield run
-        except BaseException:
-            self.publish(run.end(failed=True))
-            raise
-        self.publish(run.end(failed=False))
+            with self._async.lifecycle(agent, strategy_class, run_id, ended) as run:
+                yield run
+        finally:
+            for completed in ended:
+                self.publish(completed)
 
     def emit_signal(
         self, symbol: str, direction: Direction | str, confidence: float, **extra: Any

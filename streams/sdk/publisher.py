@@ -1,4 +1,4 @@
-"""Sends events to their catalogue topic, keyed as the contract says."""
+"""Sends events to their catalogue topic, keyed as the contract says (`schemas.topics`)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode_event
 from schemas.envelope import Event
-from schemas.topics import TopicSpec, home_topic
-
-
-def topic_for(event: Event) -> TopicSpec:
-    return home_topic(event.type)
-
-
-def key_for(event: Event, spec: TopicSpec) -> bytes:
-    """The record key: the payload field the catalogue names, or the literal "fleet"."""
-    if spec.key == "fleet":
-        return b"fleet"
-    value = getattr(event, spec.key, None)
-    return str(value if value is not None else event.event_id).encode()
+from schemas.topics import key_for, topic_for
 
 
 class Publisher:

@@ -11,18 +11,13 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from schemas.clock import Clock, utc_now
 from schemas.envelope import derived_event_id
 from schemas.events import Direction, RunCompleted, SignalEmitted
 from streams.sdk.pricing import DEFAULT_PRICES_PER_MILLION, cost_usd, usage_of
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class AgentKilledError(RuntimeError):
