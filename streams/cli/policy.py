@@ -1,28 +1,35 @@
 """`metasup policy show|set`: the policy in force, and changes to it as `policy.updated`.
 
-The policy in force at a time is the latest `policy.updated` (by event time) at or
-before it, else the versioned default file; `set` publishes the whole new policy.
+Arguments and printing only: the history, the change in force, the diff and the next
+policy are computed by the read model `projections.policy`. `set` publishes the whole
+new policy.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 
-from projections.log import LogRecord, events, merged_by_receipt
+from projections.policy import (
+    MISSING,
+    POLICY_TOPICS,
+    PolicyChangeError,
+    apply_policy_changes,
+    change_in_force,
+    check_keys,
+    fold_policies,
+    policy_diff,
+)
 from schemas.envelope import format_utc
 from schemas.events import PolicyUpdated
-from schemas.policy import Policy
 from streams.cli.connection import LogUnavailable, read_log
 from streams.cli.operator import PRODUCER, OperatorError, parse_time, publish_events
-from streams.fleet_state import DEFAULT_POLICY_FILE, FleetState, apply_fleet_event, policy_at
+from streams.fleet_state import DEFAULT_POLICY_FILE, FleetState, policy_at
 from streams.settings import Settings
 
 READ_TIMEOUT_S = 15.0
@@ -41,10 +48,6 @@ true, [1, 4], {"a": 1}), else as text. `version` goes up by one on its own.
 """
 
 
-class PolicyChangeError(ValueError):
-    """A change that cannot apply to the policy; the message names the key."""
-
-
 def parse_assignments(items: Sequence[str]) -> list[tuple[str, Any]]:
     """`KEY=VALUE` words as (key, value); the value is JSON when it parses, else the text."""
     changes: list[tuple[str, Any]] = []
@@ -61,134 +64,14 @@ def parse_assignments(items: Sequence[str]) -> list[tuple[str, Any]]:
     return changes
 
 
-def _is_model(kind: Any) -> bool:
-    return isinstance(kind, type) and issubclass(kind, BaseModel)
-
-
-def _field_type(key: str) -> Any:
-    """The declared type at dotted `key` of Policy; unknown keys raise PolicyChangeError.
-
-    Model fields must exist; below a dict-typed field any key is accepted (a new entry).
-    """
-    parts = key.split(".")
-    if any(not part for part in parts):
-        raise PolicyChangeError(f"{key!r} is not a dotted key like thresholds.window_days")
-    kind: Any = Policy
-    for index, part in enumerate(parts):
-        here = ".".join(parts[:index]) or "the policy"
-        if _is_model(kind):
-            fields = kind.model_fields
-            if part not in fields:
-                close = difflib.get_close_matches(part, list(fields), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(fields)}"
-                raise PolicyChangeError(f"unknown key {key!r}: {here} has no {part!r}; {hint}")
-            kind = fields[part].annotation
-        elif get_origin(kind) is dict:
-            kind = get_args(kind)[1]
-        else:
-            raise PolicyChangeError(f"unknown key {key!r}: {here} is a value with no sub-keys")
-    return kind
-
-
-def _leaf_changes(key: str, value: Any) -> Iterable[tuple[str, Any]]:
-    """A JSON object set on a sub-model becomes one change per field, each checked."""
-    kind = _field_type(key)
-    if _is_model(kind) and isinstance(value, dict):
-        if not value:
-            raise PolicyChangeError(f"{key}: an empty object changes nothing")
-        for name, item in value.items():
-            yield from _leaf_changes(f"{key}.{name}", item)
-    else:
-        yield key, value
-
-
-def _set_path(document: dict[str, Any], key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    node = document
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            raise PolicyChangeError(f"{key}: {part!r} cannot hold sub-keys")
-        node = child
-    node[last] = value
-
-
-def _describe(errors: ValidationError, changed: Mapping[str, Any]) -> str:
-    lines = []
-    for error in errors.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "policy"
-        got = f" (got {orjson.dumps(changed[where]).decode()})" if where in changed else ""
-        lines.append(f"{where}: {error['msg']}{got}")
-    return "invalid policy value: " + "; ".join(lines)
-
-
-def apply_policy_changes(policy: Policy, changes: Sequence[tuple[str, Any]]) -> Policy:
-    """`policy` with each dotted-key change applied and `version` bumped by one.
-
-    Unknown keys are rejected (the models ignore unknown fields, so they would
-    otherwise vanish silently); the result is validated as a whole.
-    """
-    if not changes:
-        raise PolicyChangeError("no changes given: pass KEY=VALUE, e.g. thresholds.window_days=14")
-    document = policy.model_dump(mode="json")
-    changed: dict[str, Any] = {}
-    for key, value in changes:
-        if key == "version":
-            raise PolicyChangeError("version is not set by hand: each change adds one to it")
-        for leaf, item in _leaf_changes(key, value):
-            _set_path(document, leaf, item)
-            changed[leaf] = item
-    document["version"] = policy.version + 1
-    try:
-        return Policy.model_validate(document)
-    except ValidationError as errors:
-        raise PolicyChangeError(_describe(errors, changed)) from None
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and (value or not prefix):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-_MISSING = object()
-
-
-def policy_diff(old: Policy, new: Policy) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf that differs; a missing side is `_MISSING`."""
-    before = _flatten(old.model_dump(mode="json"))
-    after = _flatten(new.model_dump(mode="json"))
-    return [
-        (key, before.get(key, _MISSING), after.get(key, _MISSING))
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key, _MISSING) != after.get(key, _MISSING)
-    ]
-
-
 def _show(value: Any) -> str:
-    return "(unset)" if value is _MISSING else orjson.dumps(value).decode()
-
-
-def fold_policies(records: Iterable[LogRecord]) -> FleetState:
-    state = FleetState()
-    for event in events(merged_by_receipt(records)):
-        state = apply_fleet_event(state, event)
-    return state
-
-
-def change_in_force(state: FleetState, at: datetime) -> PolicyUpdated | None:
-    """The `policy.updated` that `policy_at(state, at)` comes from; None means the default."""
-    earlier = [change for change in state.policies if change.ts <= at]
-    return earlier[-1] if earlier else None
+    return "(unset)" if value is MISSING else orjson.dumps(value).decode()
 
 
 def read_policy_log(settings: Settings, allow_durable: bool) -> tuple[FleetState, str]:
     """Fold the `policy` topic from the broker (or, for reading only, the durable log)."""
     try:
-        records, where = read_log(settings, ["policy"], allow_durable, READ_TIMEOUT_S)
+        records, where = read_log(settings, list(POLICY_TOPICS), allow_durable, READ_TIMEOUT_S)
     except LogUnavailable as error:
         raise OperatorError(str(error)) from None
     return fold_policies(records), where
@@ -265,9 +148,7 @@ def run_set(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     try:
         changes = parse_assignments(args.assignments)
-        # Check the keys before touching the broker: a typo fails fast.
-        for key, value in changes:
-            list(_leaf_changes(key, value))
+        check_keys(changes)  # before touching the broker: a typo fails fast
         state, _ = read_policy_log(settings, allow_durable=False)
         current = policy_at(state, now)
         updated = apply_policy_changes(current, changes)

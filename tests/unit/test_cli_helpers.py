@@ -1,4 +1,4 @@
-"""Pure helpers of the CLI: times and durations, actor choice, signing, policy changes."""
+"""Pure helpers of the CLI: times and durations, actor choice, signing, policy arguments."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from projections.policy import PolicyChangeError
 from schemas.envelope import derived_event_id
 from schemas.events import KillRequested, ReviveRequested
-from schemas.policy import Policy
 from streams.cli.keys import check_actor, read_keyring_file, write_keyring_file
 from streams.cli.operator import (
     OperatorError,
@@ -21,12 +21,7 @@ from streams.cli.operator import (
     parse_until,
     resolve_actor,
 )
-from streams.cli.policy import (
-    PolicyChangeError,
-    apply_policy_changes,
-    parse_assignments,
-    policy_diff,
-)
+from streams.cli.policy import parse_assignments
 from streams.cli.spawn import build_spawn
 from streams.supervisor.commands import load_keyring, verify
 
@@ -132,85 +127,6 @@ def test_assignments_parse_json_else_text() -> None:
     ]
     with pytest.raises(PolicyChangeError):
         parse_assignments(["no-equals-sign"])
-
-
-def test_nested_change_bumps_version() -> None:
-    old = Policy()
-    new = apply_policy_changes(
-        old, [("thresholds.window_days", 14), ("allocation.method", "softmax")]
-    )
-    assert new.thresholds.window_days == 14
-    assert new.allocation.method == "softmax"
-    assert new.version == old.version + 1
-    assert new.thresholds.kill_pnl_bps == old.thresholds.kill_pnl_bps
-    assert policy_diff(old, new) == [
-        ("allocation.method", "quality", "softmax"),
-        ("thresholds.window_days", 30, 14),
-        ("version", 1, 2),
-    ]
-    assert old.thresholds.window_days == 30  # the input is untouched
-
-
-def test_dict_keys_can_be_added_and_changed() -> None:
-    old = Policy()
-    new = apply_policy_changes(
-        old,
-        [
-            ("regime_caps.RISK_OFF", 0.1),
-            ("regime_caps.CRISIS", 0.05),
-            ("capital.per_agent_cap_multiplier.momo-7", 0.5),
-        ],
-    )
-    assert new.regime_caps["RISK_OFF"] == 0.1
-    assert new.regime_caps["CRISIS"] == 0.05
-    assert new.regime_caps["RISK_ON"] == old.regime_caps["RISK_ON"]
-    assert new.capital.per_agent_cap_multiplier == {"momo-7": 0.5}
-
-
-def test_object_value_on_a_sub_model_merges_field_by_field() -> None:
-    new = apply_policy_changes(Policy(), [("thresholds", {"window_days": 7})])
-    assert new.thresholds.window_days == 7
-    assert new.thresholds.kill_pnl_bps == Policy().thresholds.kill_pnl_bps
-    with pytest.raises(PolicyChangeError, match=r"thresholds\.nope"):
-        apply_policy_changes(Policy(), [("thresholds", {"nope": 1})])
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        "thresholds.window_dayz",
-        "nonsense",
-        "allocation.method.deeper",
-        "regime_caps.RISK_OFF.deeper",
-        "thresholds..window_days",
-        "version",
-    ],
-)
-def test_unknown_key_is_rejected(key: str) -> None:
-    with pytest.raises(PolicyChangeError) as caught:
-        apply_policy_changes(Policy(), [(key, 1)])
-    assert key in str(caught.value) or key == "version"
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("thresholds.window_days", "fourteen"),
-        ("thresholds.window_days", 14.5),
-        ("allocation.method", "random"),
-        ("regime_caps.RISK_OFF", "high"),
-        ("capital.per_agent_cap_multiplier.a1", None),
-    ],
-)
-def test_invalid_value_names_the_key(key: str, value: object) -> None:
-    with pytest.raises(PolicyChangeError, match="invalid policy value") as caught:
-        apply_policy_changes(Policy(), [(key, value)])
-    assert key in str(caught.value)
-
-
-def test_no_changes_is_an_error() -> None:
-    with pytest.raises(PolicyChangeError):
-        apply_policy_changes(Policy(), [])
 
 
 def test_spawn_id_is_deterministic() -> None:
