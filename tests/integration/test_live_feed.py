@@ -20,6 +20,7 @@ from schemas.events import PriceObserved, SignalEmitted
 from streams.broker.embedded import EmbeddedBroker
 from streams.reconcile.http_feeds import default_price_feed
 from streams.reconcile.live_feed import run_live_feed
+from tests.builders import ManualClock
 from tests.conftest import eventually
 from tests.fakes.exchange import FakeExchange, Fault, close_price
 from tests.integration.stack import create_topics, produce, read_events
@@ -27,16 +28,6 @@ from tests.integration.stack import create_topics, produce, read_events
 HOUR = timedelta(hours=1)
 NOW = datetime(2024, 3, 1, 10, 30, tzinfo=UTC)
 POLL_S = 0.05
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Sleeps(list[float]):
@@ -90,7 +81,7 @@ async def holds(broker: EmbeddedBroker, prefix: str, symbol: str, count: int) ->
 async def test_live_feed_publishes_closed_candles_and_rides_out_an_outage(
     broker: EmbeddedBroker, prefix: str, fake: FakeExchange, session: requests.Session
 ) -> None:
-    clock = Clock(NOW)
+    clock = ManualClock(NOW)
     lines: list[str] = []
     sleeps = Sleeps()
     feed = default_price_feed(
@@ -201,7 +192,7 @@ async def test_live_feed_publishes_closed_candles_and_rides_out_an_outage(
 async def test_a_symbol_no_exchange_lists_does_not_hold_up_the_others(
     broker: EmbeddedBroker, prefix: str, fake: FakeExchange, session: requests.Session
 ) -> None:
-    clock = Clock(NOW)
+    clock = ManualClock(NOW)
     lines: list[str] = []
     feed = default_price_feed(
         binance_url=fake.url,

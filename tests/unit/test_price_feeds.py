@@ -30,6 +30,7 @@ from streams.reconcile.http_feeds import (
     covering_range,
     default_price_feed,
 )
+from tests.builders import ManualClock
 from tests.fakes.exchange import FakeExchange, Fault, close_price
 
 HOUR = timedelta(hours=1)
@@ -43,16 +44,6 @@ class Sleeps(list[float]):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +70,14 @@ def make_feed(
     fake: FakeExchange,
     session: requests.Session,
     sleeps: Sleeps,
-    clock: Clock | None = None,
+    clock: ManualClock | None = None,
 ) -> PriceFeed:
     return default_price_feed(
         binance_url=fake.url,
         coinbase_url=fake.url,
         session=session,
         sleep=sleeps,
-        clock=clock or Clock(AFTER_SERIES),
+        clock=clock or ManualClock(AFTER_SERIES),
     )
 
 
@@ -312,7 +303,7 @@ def test_no_reachable_source_raises_an_error_naming_the_url(session: requests.Se
         coinbase_url=closed_url,
         session=session,
         sleep=Sleeps(),
-        clock=Clock(AFTER_SERIES),
+        clock=ManualClock(AFTER_SERIES),
     )
 
     with pytest.raises(PriceFeedUnavailable) as caught:
@@ -368,7 +359,7 @@ def test_a_range_already_fetched_is_not_fetched_again(
 
 def test_a_candle_still_open_is_never_used(fake: FakeExchange, session: requests.Session) -> None:
     now = datetime(2024, 3, 1, 10, 30, tzinfo=UTC)
-    clock = Clock(now)
+    clock = ManualClock(now)
     feed = make_feed(fake, session, Sleeps(), clock=clock)
 
     latest = feed.candle_at("BTC", now)
