@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     broker: str | None = Field(default=None, alias="METASUP_BROKER")
     # METASUP_BROKER_PORT: port of the embedded broker (0 = any free port).
     broker_port: int = Field(default=9092, alias="METASUP_BROKER_PORT")
-    # METASUP_DATA_DIR: the durable copy of the log and the outbox live here.
+    # METASUP_DATA_DIR: the durable log, worker logs, operator keys and demo progress.
     data_dir: Path = Field(default=Path("var"), alias="METASUP_DATA_DIR")
     # METASUP_TOPIC_PREFIX: prepended to every topic (tests use one per test).
     topic_prefix: str = Field(default="", alias="METASUP_TOPIC_PREFIX")

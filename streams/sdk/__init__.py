@@ -1,10 +1,19 @@
 """Client SDK for trading agents: runs, LLM usage, signals and the kill-switch guard.
 
-client = SyncClient.connect()
-with client.run("momentum-1", strategy_class="momentum") as run:
-    response = openai_client.chat.completions.create(...)
-    run.add_llm_usage(response)
-    run.emit_signal("BTC", "LONG", confidence=0.7)
+Holds the clients (`AsyncClient`, `SyncClient`, the `supervised` decorator), the run
+context and the LLM price table. It may import `schemas` (the wire contract, the clock)
+and the fleet view its guard reads (`streams.fleet_view`); it is a client, so nothing on
+the server side may import it.
+
+```python
+from streams.sdk import SyncClient
+
+with SyncClient("127.0.0.1:9092", producer="my-agent", follow_kills=True) as client:
+    with client.run("momentum-1", strategy_class="momentum") as run:
+        usage = {"prompt_tokens": 900, "completion_tokens": 120}
+        run.add_llm_usage({"model": "gpt-4.1-mini", "usage": usage})  # or an OpenAI response
+        client.emit_signal("BTC", "LONG", confidence=0.7)
+```
 """
 
 from streams.sdk.client import AsyncClient, SyncClient

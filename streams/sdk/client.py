@@ -28,6 +28,24 @@ class Guard(Protocol):
 
 
 class AsyncClient:
+    """Publish events and run agents under the guard from asyncio code.
+
+    ```python
+    import asyncio
+
+    from streams.sdk import AsyncClient
+
+
+    async def main() -> None:
+        async with AsyncClient("127.0.0.1:9092", producer="my-agent") as client:
+            async with client.run("mean-rev-2", strategy_class="mean_reversion"):
+                await client.emit_signal("ETH", "SHORT", confidence=0.6)
+
+
+    asyncio.run(main())
+    ```
+    """
+
     def __init__(
         self,
         bootstrap: str,
@@ -206,7 +224,25 @@ class SyncClient:
 def supervised(
     client: SyncClient, agent: str, strategy_class: str | None = None
 ) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
-    """Decorator form: a killed agent's function is not called and returns None."""
+    """Decorator form: a killed agent's function is not called and returns None.
+
+    ```python
+    from streams.sdk import SyncClient
+    from streams.sdk.client import supervised
+
+    client = SyncClient("127.0.0.1:9092", producer="my-agent", follow_kills=True)
+
+
+    @supervised(client, "momentum-1", strategy_class="momentum")
+    def trade(symbol: str) -> str:
+        client.emit_signal(symbol, "LONG", confidence=0.7)
+        return f"{symbol} sent"
+
+
+    print(trade("BTC"))  # "BTC sent", or None (and a skipped run) while momentum-1 is killed
+    client.close()
+    ```
+    """
 
     def wrap(function: Callable[..., T]) -> Callable[..., T | None]:
         @functools.wraps(function)

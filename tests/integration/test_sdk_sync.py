@@ -7,6 +7,7 @@ SyncClient calls block, as a sync agent's would: the tests make them from worker
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from schemas.events import (
 from streams.broker.embedded import EmbeddedBroker
 from streams.sdk.client import SyncClient, supervised
 from streams.sdk.run_context import AgentKilledError, NoActiveRunError
+from tests.builders import doc_examples, fake_openai
 from tests.conftest import eventually
 from tests.integration.stack import create_topics, produce, read_events
 
@@ -210,3 +212,23 @@ async def test_live_kills_and_revives_are_followed(broker: EmbeddedBroker, prefi
     runs = await completed_runs(broker, prefix)
     assert [r.skipped_reason is not None for r in runs] == [False, True, False]
     assert len({r.run_id for r in runs}) == 3
+
+
+async def test_the_readme_sdk_example_runs_against_a_broker(
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's example as printed, with this broker's address and a stand-in openai."""
+    await create_topics(broker, "")  # the example sets no topic prefix (fresh broker per test)
+    monkeypatch.setitem(sys.modules, "openai", fake_openai())
+    (readme,) = [example for example in doc_examples() if example.where.startswith("README.md")]
+
+    await asyncio.to_thread(readme.run, {'"127.0.0.1:9092"': repr(broker.bootstrap)})
+
+    runs = await completed_runs(broker, "")
+    signals = await read_events(broker, "", "signals")
+    assert [(r.agent, r.strategy_class, r.errors, r.tokens_in) for r in runs] == [
+        ("momentum-1", "momentum", 0, 1000)
+    ]
+    assert [(s.run_id, s.symbol) for s in signals if isinstance(s, SignalEmitted)] == [
+        (runs[0].run_id, "BTC")
+    ]
