@@ -93,6 +93,8 @@ class SignalReconciled(Event):
     entry_price: float
     exit_ts: datetime
     exit_price: float
+    # The market was closed at the horizon end: the exit is the next price after it.
+    exit_delayed: bool = False
     realized_pnl_bps: float
     regime: str | None = None
     confidence: float

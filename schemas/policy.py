@@ -45,8 +45,14 @@ class Thresholds(WireModel):
     strategy_min_mean_confidence: float = 0.8
     strategy_mismatch_share: float = 0.6
     strategy_conditions_to_kill: int = 2
-    # Reconciliation: an exit price older than this many candle intervals is stale.
+    # Reconciliation: an entry or exit price older than this many hours is stale.
     max_exit_staleness_hours: float = 2.0
+    # A signal this far behind the newest price is refused (TOO_OLD), not reconciled;
+    # every price is kept, so this is a policy choice, not a storage limit.
+    max_signal_age_days: int = Field(default=400, ge=1, le=36_500)
+    # Closed market (stale exit): exit at the first price after the horizon, as a
+    # trader would, or give no PnL.
+    stale_exit: Literal["next_open", "skip"] = "next_open"
 
 
 class ConfidenceRule(WireModel):

@@ -2,18 +2,19 @@
 
 The order guarantee tested here (and stated in `streams.reconcile.rule`): the set
 of outcomes equals the one computed from the complete price history when
-(1) signals are interleaved anywhere into the price stream, and (2) prices are in
-time order around every horizon end e = t0 + h (all prices before e, then one at
-e, then later ones), though they may be shuffled freely between horizon ends.
-Duplicates of signals and prices change nothing. A price that arrives after a
-later price already closed its horizon is not used; a test pins that limit down.
+(1) signals are interleaved anywhere into the price stream, however late (up to
+`max_signal_age_days`), and (2) prices are in time order around every horizon end
+e = t0 + h (all prices before e, then one at e, then the first one after e, then
+later ones), though they may be shuffled freely elsewhere. Duplicates of signals
+and prices change nothing. A price that arrives after a later price already
+closed its horizon is not used; a test pins that limit down.
 """
 
 from __future__ import annotations
 
 import csv
 import uuid
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +26,13 @@ from hypothesis import strategies as st
 from schemas.envelope import Event, derived_event_id
 from schemas.events import Direction, PriceObserved, RegimeChanged, SignalEmitted, SignalReconciled
 from schemas.policy import Thresholds
+from streams.reconcile import rule
 from streams.reconcile.rule import (
+    BOOK_SHARDS,
     PRODUCER,
     Outcome,
+    PendingSignal,
+    PricePoint,
     SymbolBook,
     Unreconcilable,
     UnreconcilableReason,
@@ -35,14 +40,15 @@ from streams.reconcile.rule import (
     apply_price,
     apply_signal,
     pnl_bps,
-    retention_for,
 )
+from streams.sharded_store import ShardedStore
 
 BTC_FILE = Path("/work/shared/data/bitfinex-1h-btc-usd.csv")
 SYMBOL = "BTCUSDT"
 T = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-POLICY = Thresholds()  # horizons 1, 4, 24 h; staleness 2 h
+POLICY = Thresholds()  # horizons 1, 4, 24 h; staleness 2 h; stale exits wait for the next price
+SKIP = Thresholds(stale_exit="skip")
 
 
 def price(ts: datetime, value: float) -> PriceObserved:
@@ -67,13 +73,21 @@ def signal(
 
 
 def run(
-    events: Iterable[Event], thresholds: Thresholds = POLICY, retention: timedelta | None = None
+    events: Iterable[Event], thresholds: Thresholds = POLICY
 ) -> tuple[SymbolBook, list[Outcome]]:
     book, emitted = SymbolBook(), []
     for event in events:
-        book, outcomes = apply_event(book, event, thresholds, retention)
+        book, outcomes = apply_event(book, event, thresholds)
         emitted += outcomes
     return book, emitted
+
+
+def pending(book: SymbolBook) -> list[PendingSignal]:
+    return [entry for day in sorted(book.pending) for entry in book.pending[day]]
+
+
+def stored_prices(book: SymbolBook) -> list[PricePoint]:
+    return [point for day in sorted(book.prices) for point in book.prices[day]]
 
 
 def by_horizon(outcomes: Iterable[Outcome]) -> dict[int, Outcome]:
@@ -102,6 +116,9 @@ def oracle(
         before = [point for point in history if point[0] <= at]
         return before[-1] if before else None
 
+    def first_after(at: datetime) -> tuple[datetime, float]:
+        return next(point for point in history if point[0] > at)
+
     expected: list[Outcome] = []
     for s in {s.event_id: s for s in signals}.values():
         for h in thresholds.horizons_hours:
@@ -109,12 +126,15 @@ def oracle(
             if newest is None or newest < end:
                 continue
             entry, exit_ = latest(s.ts), latest(end)
+            delayed = False
             if entry is None or exit_ is None:
                 reason = UnreconcilableReason.NO_ENTRY_PRICE
             elif s.ts - entry[0] > staleness:
                 reason = UnreconcilableReason.STALE_ENTRY
-            elif end - exit_[0] > staleness:
+            elif end - exit_[0] > staleness and thresholds.stale_exit == "skip":
                 reason = UnreconcilableReason.STALE_EXIT
+            elif end - exit_[0] > staleness:
+                reason, delayed, exit_ = None, True, first_after(end)
             else:
                 reason = None
             if reason is not None or entry is None or exit_ is None:
@@ -145,6 +165,7 @@ def oracle(
                     entry_price=entry[1],
                     exit_ts=exit_[0],
                     exit_price=exit_[1],
+                    exit_delayed=delayed,
                     realized_pnl_bps=long_pnl if s.direction is Direction.LONG else short_pnl,
                     regime=s.regime,
                     confidence=s.confidence,
@@ -196,21 +217,30 @@ def interleave(
     return events
 
 
+# Both closed-market policies, and a staleness bound that reaches back across midnight.
+policies = st.sampled_from(
+    [POLICY, SKIP, Thresholds(max_exit_staleness_hours=30.0, stale_exit="skip")]
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(prices=price_streams(), signals=signals_strategy, data=st.data())
+@given(prices=price_streams(), signals=signals_strategy, thresholds=policies, data=st.data())
 def test_outcomes_do_not_depend_on_when_signals_arrive_and_duplicates_change_nothing(
-    prices: list[PriceObserved], signals: list[SignalEmitted], data: st.DataObject
+    prices: list[PriceObserved],
+    signals: list[SignalEmitted],
+    thresholds: Thresholds,
+    data: st.DataObject,
 ) -> None:
     events = interleave(data, prices, signals)
 
-    book, outcomes = run(events)
+    book, outcomes = run(events, thresholds)
 
-    assert as_set(outcomes) == oracle(prices, signals, POLICY)
-    assert as_set(outcomes) == as_set(run([*signals, *prices])[1])
+    assert as_set(outcomes) == oracle(prices, signals, thresholds)
+    assert as_set(outcomes) == as_set(run([*signals, *prices], thresholds)[1])
     keys = [(o.signal_id, o.horizon_hours) for o in outcomes]
     assert len(keys) == len(set(keys)), "a (signal, horizon) was settled twice"
     # Whatever is not settled is still pending, so nothing is lost either.
-    open_pairs = {(p.signal.event_id, h) for p in book.pending for h in p.open_horizons}
+    open_pairs = {(p.signal.event_id, h) for p in pending(book) for h in p.open_horizons}
     all_pairs = {(s.event_id, h) for s in signals for h in POLICY.horizons_hours}
     assert open_pairs | set(keys) == all_pairs
     assert not open_pairs & set(keys)
@@ -219,12 +249,16 @@ def test_outcomes_do_not_depend_on_when_signals_arrive_and_duplicates_change_not
 def horizon_end_blocks(
     prices: list[PriceObserved], signals: list[SignalEmitted]
 ) -> list[list[PriceObserved]]:
-    """Split the stream so no block straddles a horizon end; a price exactly at one is its own."""
-    ends = sorted({s.ts + timedelta(hours=h) for s in signals for h in POLICY.horizons_hours})
+    """Split the stream so no block straddles a horizon end; a price exactly at one is its
+    own block, and so is the first price after one (the exit if the market was closed)."""
+    ends = {s.ts + timedelta(hours=h) for s in signals for h in POLICY.horizons_hours}
+    times = sorted(p.ts for p in prices)
+    firsts_after = {times[i] for end in ends if (i := bisect_right(times, end)) < len(times)}
+    bounds = sorted(ends | firsts_after)
 
     def block(ts: datetime) -> int:
-        i = bisect_left(ends, ts)
-        return 2 * i + 1 if i < len(ends) and ends[i] == ts else 2 * i
+        i = bisect_left(bounds, ts)
+        return 2 * i + 1 if i < len(bounds) and bounds[i] == ts else 2 * i
 
     blocks: dict[int, list[PriceObserved]] = {}
     for p in prices:
@@ -233,9 +267,12 @@ def horizon_end_blocks(
 
 
 @settings(max_examples=300, deadline=None)
-@given(prices=price_streams(), signals=signals_strategy, data=st.data())
+@given(prices=price_streams(), signals=signals_strategy, thresholds=policies, data=st.data())
 def test_prices_shuffled_between_horizon_ends_give_the_same_outcomes(
-    prices: list[PriceObserved], signals: list[SignalEmitted], data: st.DataObject
+    prices: list[PriceObserved],
+    signals: list[SignalEmitted],
+    thresholds: Thresholds,
+    data: st.DataObject,
 ) -> None:
     shuffled = [
         p
@@ -243,9 +280,37 @@ def test_prices_shuffled_between_horizon_ends_give_the_same_outcomes(
         for p in data.draw(st.permutations(block))
     ]
 
-    _, outcomes = run(interleave(data, shuffled, signals))
+    _, outcomes = run(interleave(data, shuffled, signals), thresholds)
 
-    assert as_set(outcomes) == oracle(prices, signals, POLICY)
+    assert as_set(outcomes) == oracle(prices, signals, thresholds)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    prices=price_streams(),
+    tail_days=st.integers(min_value=0, max_value=300),
+    signals=signals_strategy,
+    lag_hours=st.integers(min_value=0, max_value=310 * 24),
+    thresholds=policies,
+)
+def test_outcomes_do_not_depend_on_how_far_signals_lag_behind_prices(
+    prices: list[PriceObserved],
+    tail_days: int,
+    signals: list[SignalEmitted],
+    lag_hours: int,
+    thresholds: Thresholds,
+) -> None:
+    """The measured failure: the signal intake drifting days behind the price intake."""
+    # Up to 300 more days of daily prices, so a lag can put a signal months behind.
+    history = [*prices, *(price(T + (2 + d) * 24 * HOUR, 90.0 + d) for d in range(tail_days))]
+    lag = lag_hours * HOUR
+    timed: list[tuple[datetime, int, Event]] = [(p.ts, i, p) for i, p in enumerate(history)]
+    timed += [(s.ts + lag, len(history) + i, s) for i, s in enumerate(signals)]
+    late = [event for _, _, event in sorted(timed, key=lambda item: item[:2])]
+
+    _, outcomes = run(late, thresholds)
+
+    assert as_set(outcomes) == oracle(history, signals, thresholds)
 
 
 def test_a_price_arriving_after_its_horizon_closed_is_not_used() -> None:
@@ -259,7 +324,7 @@ def test_a_price_arriving_after_its_horizon_closed_is_not_used() -> None:
     one_hour = reconciled(by_horizon(outcomes)[1])
     assert (one_hour.exit_ts, one_hour.exit_price) == (T, 100.0)
     assert one_hour.realized_pnl_bps == 0.0
-    assert any(point.ts == late_exit.ts for point in book.prices), "stored for later horizons"
+    assert any(point.ts == late_exit.ts for point in stored_prices(book)), "stored for later"
 
 
 # --- exact PnL on the real BTC file ------------------------------------------------------
@@ -328,7 +393,7 @@ def test_pnl_matches_hand_computed_values_on_bitfinex_btc() -> None:
     assert (r.entry_ts, r.exit_ts) == (at("2019-07-03 01:00"), at("2019-07-04 01:00"))
     assert r.realized_pnl_bps == pytest.approx(-499.3590711890896, abs=1e-9)
     # Not over yet: the file ends at 2019-07-04 02:00, before 22:30 + 4 h.
-    assert {p.signal.event_id: p.open_horizons for p in book.pending} == {
+    assert {p.signal.event_id: p.open_horizons for p in pending(book)} == {
         long_on_close.event_id: (24,),
         long_mid_candle.event_id: (4, 24),
     }
@@ -361,7 +426,7 @@ def test_a_price_exactly_at_the_horizon_end_closes_it_and_is_the_exit() -> None:
     r = reconciled(by_horizon(outcomes)[1])
     assert (r.exit_ts, r.exit_price) == (T + HOUR, 102.0)
     assert r.realized_pnl_bps == (102.0 / 100.0 - 1) * 10_000
-    assert [p.open_horizons for p in book.pending] == [(4, 24)]
+    assert [p.open_horizons for p in pending(book)] == [(4, 24)]
 
 
 def test_short_gains_when_price_falls_and_loses_when_it_rises() -> None:
@@ -384,7 +449,7 @@ def test_a_late_signal_is_reconciled_at_once_from_stored_prices() -> None:
         4: 106.0,
         24: 126.0,
     }
-    assert book.pending == ()
+    assert pending(book) == []
 
 
 def test_no_price_before_the_signal_is_unreconcilable() -> None:
@@ -413,11 +478,12 @@ def test_an_entry_older_than_the_staleness_limit_is_unreconcilable(
     assert getattr(outcome, "reason", None) == reason
 
 
-def test_an_exit_older_than_the_staleness_limit_is_unreconcilable() -> None:
+def test_a_stale_exit_is_unreconcilable_when_the_policy_skips_it() -> None:
     s = signal(T)
-    _, outcomes = run([price(T, 100.0), s, price(T + 30 * HOUR, 130.0)])
+    _, outcomes = run([price(T, 100.0), s, price(T + 30 * HOUR, 130.0)], SKIP)
 
     assert reconciled(by_horizon(outcomes)[1]).exit_ts == T  # one hour old: usable
+    assert not reconciled(by_horizon(outcomes)[1]).exit_delayed
     assert by_horizon(outcomes)[4] == Unreconcilable(
         signal_id=s.event_id,
         agent=s.agent,
@@ -425,6 +491,65 @@ def test_an_exit_older_than_the_staleness_limit_is_unreconcilable() -> None:
         horizon_hours=4,
         reason=UnreconcilableReason.STALE_EXIT,
     )
+
+
+def test_a_stale_exit_waits_for_the_next_price_by_default() -> None:
+    s = signal(T)
+    _, outcomes = run([price(T, 100.0), s, price(T + 30 * HOUR, 130.0)])
+
+    four_hours = reconciled(by_horizon(outcomes)[4])
+    assert (four_hours.exit_ts, four_hours.exit_price, four_hours.exit_delayed) == (
+        T + 30 * HOUR,
+        130.0,
+        True,
+    )
+    assert four_hours.ts == T + 4 * HOUR  # still stamped at the horizon end
+    assert four_hours.realized_pnl_bps == (130.0 / 100.0 - 1) * 10_000
+
+
+FRIDAY = datetime(2024, 1, 5, tzinfo=UTC)
+
+
+def fx_week() -> list[PriceObserved]:
+    """Hourly prices that stop Friday 22:00 UTC and resume Sunday 22:00 UTC (an FX weekend)."""
+    friday = [price(FRIDAY + i * HOUR, 1.10 + i / 1000) for i in range(23)]
+    sunday = [price(FRIDAY + (48 + 22 + i) * HOUR, 1.20 + i / 1000) for i in range(30)]
+    return [*friday, *sunday]
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_over_a_weekend_next_open_exits_when_the_market_reopens(in_order: bool) -> None:
+    s = signal(FRIDAY + 21 * HOUR)
+    events: list[Event] = [*fx_week(), s] if not in_order else []
+    if in_order:
+        events = [p for p in fx_week() if p.ts <= s.ts] + [s]
+        events += [p for p in fx_week() if p.ts > s.ts]
+
+    _, outcomes = run(events)
+
+    results = {h: reconciled(o) for h, o in by_horizon(outcomes).items()}
+    reopen = FRIDAY + 70 * HOUR  # Sunday 22:00
+    assert (results[1].exit_ts, results[1].exit_delayed) == (FRIDAY + 22 * HOUR, False)
+    assert (results[4].exit_ts, results[4].exit_price, results[4].exit_delayed) == (
+        reopen,
+        1.20,
+        True,
+    )
+    assert (results[24].exit_ts, results[24].exit_delayed) == (reopen, True)
+    assert results[24].entry_price == pytest.approx(1.121)
+
+
+def test_over_a_weekend_skip_gives_no_pnl_for_the_horizons_that_end_while_closed() -> None:
+    s = signal(FRIDAY + 21 * HOUR)
+
+    _, outcomes = run([*fx_week(), s], SKIP)
+
+    assert reconciled(by_horizon(outcomes)[1]).exit_ts == FRIDAY + 22 * HOUR
+    assert {h: getattr(o, "reason", None) for h, o in by_horizon(outcomes).items()} == {
+        1: None,
+        4: UnreconcilableReason.STALE_EXIT,
+        24: UnreconcilableReason.STALE_EXIT,
+    }
 
 
 def test_duplicates_change_nothing_and_the_first_price_at_an_instant_wins() -> None:
@@ -443,36 +568,116 @@ def test_other_events_leave_the_book_alone() -> None:
     assert apply_event(book, RegimeChanged.create(ts=T, regime="RISK_OFF"), POLICY) == (book, [])
 
 
-def test_state_is_bounded_and_a_forgotten_signal_is_answered_too_old() -> None:
-    retention = retention_for(POLICY)
-    assert retention == timedelta(hours=24, days=7)
-    s = signal(T)
-    book, outcomes = run([price(T, 100.0), s, *(price(T + i * HOUR, 100.0) for i in range(400))])
-    assert len(outcomes) == 3
-    assert len(book.prices) == retention / HOUR + 1
-    assert book.settled == ()
+def hourly(days: int) -> list[PriceObserved]:
+    return [price(T + i * HOUR, 100.0 + (i % 97)) for i in range(days * 24 + 1)]
 
-    book, outcomes = apply_signal(book, s, POLICY)
 
-    assert [(o.horizon_hours, getattr(o, "reason", None)) for o in outcomes] == [
+def day_of(event: Event) -> str:
+    return event.ts.date().isoformat()
+
+
+def test_signals_arriving_200_days_after_their_prices_are_reconciled_as_if_in_order() -> None:
+    prices = hourly(200)
+    directions = list(Direction)
+    signals = [signal(T + i * 5 * HOUR, directions[i % 2]) for i in range(950)]
+    in_order = sorted([*prices, *signals], key=lambda e: (e.ts, isinstance(e, SignalEmitted)))
+
+    _, late = run([*prices, *signals])
+    _, timely = run(in_order)
+
+    assert len(late) == 3 * len(signals)
+    assert all(isinstance(o, SignalReconciled) for o in late)
+    assert as_set(late) == as_set(timely)
+
+
+def test_only_a_signal_older_than_max_signal_age_days_is_too_old() -> None:
+    thresholds = Thresholds(max_signal_age_days=30)
+    book, _ = run(
+        [price(T + d * 24 * HOUR + h * HOUR, 100.0) for d in range(41) for h in range(2)],
+        thresholds,
+    )
+    assert book.watermark == T + 40 * 24 * HOUR + HOUR
+    oldest_accepted = signal(book.watermark - 30 * 24 * HOUR)
+    too_old = signal(oldest_accepted.ts - timedelta(seconds=1))
+
+    _, accepted = apply_signal(book, oldest_accepted, thresholds)
+    unchanged, refused = apply_signal(book, too_old, thresholds)
+
+    assert reconciled(by_horizon(accepted)[1]).exit_ts == oldest_accepted.ts  # 1 h old
+    assert unchanged == book
+    assert [(o.horizon_hours, getattr(o, "reason", None)) for o in refused] == [
         (1, UnreconcilableReason.TOO_OLD),
         (4, UnreconcilableReason.TOO_OLD),
         (24, UnreconcilableReason.TOO_OLD),
     ]
+    assert "max_signal_age_days" in str(UnreconcilableReason.TOO_OLD)
 
 
-def test_a_settled_signal_is_remembered_while_its_prices_are() -> None:
-    s = signal(T)
-    book, _ = run([price(T, 100.0), s, *(price(T + i * HOUR, 100.0) for i in range(180))])
+def test_a_signal_is_remembered_while_a_redelivery_would_be_accepted() -> None:
+    thresholds = Thresholds(max_signal_age_days=10)
+    s = signal(T + 12 * HOUR)
+    daily = [price(T + d * 24 * HOUR + h * HOUR, 100.0) for d in range(11) for h in range(13)]
+    book, outcomes = run([*daily[:13], s, *daily[13:]], thresholds)
+    assert len(outcomes) == 3
+    assert book.watermark == T + 10 * 24 * HOUR + 12 * HOUR  # s is exactly 10 days old
 
-    assert [done.signal_id for done in book.settled] == [s.event_id]
-    assert apply_signal(book, s, POLICY) == (book, [])
+    assert apply_signal(book, s, thresholds) == (book, [])
+
+    book, _ = apply_price(book, price(book.watermark + 13 * HOUR, 100.0), thresholds)
+    assert book.signal_ids == {}, "the whole day of s is now out of reach"
+    assert {getattr(o, "reason", None) for o in apply_signal(book, s, thresholds)[1]} == {
+        UnreconcilableReason.TOO_OLD
+    }
+    assert len(stored_prices(book)) == len(daily) + 1, "no price is ever forgotten"
 
 
-def test_a_retention_shorter_than_a_pending_signal_needs_is_refused() -> None:
-    with pytest.raises(ValueError, match="shorter than the longest horizon"):
-        retention_for(POLICY, timedelta(hours=25))
-    assert retention_for(POLICY, timedelta(hours=26)) == timedelta(hours=26)
+def test_max_signal_age_days_is_bounded_by_the_policy_schema() -> None:
+    with pytest.raises(ValueError, match="max_signal_age_days"):
+        Thresholds(max_signal_age_days=0)
+    with pytest.raises(ValueError, match="stale_exit"):
+        Thresholds.model_validate({"stale_exit": "guess"})
+
+
+# --- cost per event ------------------------------------------------------------------------
+
+
+def test_a_price_touches_one_day_bucket_however_long_the_history() -> None:
+    """Counted, not timed: how many stored prices one new price looks at (bisect keys)."""
+    calls = 0
+    real_ts = rule._ts
+
+    def counting_ts(point: PricePoint) -> datetime:
+        nonlocal calls
+        calls += 1
+        return real_ts(point)
+
+    touched = []
+    for days in (2, 200):
+        book, _ = run(hourly(days))
+        assert book.watermark is not None
+        new_price = price(book.watermark + HOUR, 1.0)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rule, "_ts", counting_ts)
+            calls = 0
+            new_book, _ = apply_price(book, new_price, POLICY)
+        touched.append(calls)
+        after = new_book.prices
+        changed = [day for day in after if after[day] is not book.prices.get(day)]
+        assert changed == [day_of(new_price)]
+    assert touched[0] == touched[1] <= 5
+
+
+def test_a_signal_changes_one_id_bucket_and_one_pending_bucket() -> None:
+    book, _ = run([*hourly(30), *(signal(T + i * HOUR) for i in range(0, 30 * 24, 3))])
+    assert book.watermark is not None
+    late = signal(book.watermark - HOUR)
+
+    new_book, _ = apply_signal(book, late, POLICY)
+
+    for name in ("prices", "pending", "signal_ids"):
+        before, after = getattr(book, name), getattr(new_book, name)
+        changed = {day for day in after if after[day] is not before.get(day)}
+        assert changed <= {day_of(late), (late.ts + HOUR).date().isoformat()}, name
 
 
 @settings(max_examples=100, deadline=None)
@@ -483,3 +688,28 @@ def test_the_book_round_trips_through_json(
     book, _ = run(interleave(data, prices, signals))
 
     assert SymbolBook.model_validate(book.model_dump(mode="json")) == book
+
+
+class CountingTable(dict[bytes, bytes]):
+    writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_the_book_is_stored_one_day_bucket_per_shard() -> None:
+    book, _ = run([*hourly(3), signal(T + 70 * HOUR), signal(T + 10 * HOUR)])
+    table = CountingTable()
+    store = ShardedStore(table, SymbolBook, BOOK_SHARDS)
+    store.save(b"BTC", book)
+    assert ShardedStore(table, SymbolBook, BOOK_SHARDS).load(b"BTC") == book
+    assert book.watermark is not None
+
+    table.writes = 0
+    book, outcomes = apply_price(book, price(book.watermark + HOUR / 2, 1.0), POLICY)
+    store.save(b"BTC", book)
+
+    assert outcomes == []
+    assert table.writes == 2, "one price shard and the head"
+    assert ShardedStore(table, SymbolBook, BOOK_SHARDS).load(b"BTC") == book
