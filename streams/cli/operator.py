@@ -169,6 +169,15 @@ def publish_events(settings: Settings, events: Sequence[Event]) -> bool:
     return True
 
 
+def send_event(settings: Settings, event: Event, detail: str) -> bool:
+    """Publish one event and print `sent <type> <id> to <topic>: <detail>`; on failure say
+    why and return False."""
+    if not publish_events(settings, [event]):
+        return False
+    print(f"sent {event.type} {event.event_id} to {topic_for(event).name}: {detail}")
+    return True
+
+
 def _add_target(parser: argparse.ArgumentParser, verb: str) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("agent", nargs="?", metavar="AGENT", help=f"the agent to {verb}")
@@ -185,15 +194,23 @@ def _add_actor(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    kill = commands.add_parser(
-        "kill",
-        help="ask the supervisor to kill an agent or a strategy class (signed command)",
-        description="Send a signed kill.requested to `commands`.",
+def _command_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], verb: str, what: str
+) -> argparse.ArgumentParser:
+    """The parser of one signed command (`kill`, `revive`), with its target arguments."""
+    parser = commands.add_parser(
+        verb,
+        help=f"ask the supervisor to {verb} {what} (signed command)",
+        description=f"Send a signed {verb}.requested to `commands`.",
         epilog=_EPILOG.format(max_age=round(DEFAULT_MAX_AGE_S / 60)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_target(kill, "kill")
+    _add_target(parser, verb)
+    return parser
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kill = _command_parser(commands, "kill", "an agent or a strategy class")
     kill.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the log)")
     kill.add_argument(
         "--until",
@@ -204,14 +221,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_actor(kill)
     kill.set_defaults(run=run, command_kind=KillRequested)
 
-    revive = commands.add_parser(
-        "revive",
-        help="ask the supervisor to revive a killed agent or strategy class (signed command)",
-        description="Send a signed revive.requested to `commands`.",
-        epilog=_EPILOG.format(max_age=round(DEFAULT_MAX_AGE_S / 60)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_target(revive, "revive")
+    revive = _command_parser(commands, "revive", "a killed agent or strategy class")
     revive.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the log)")
     _add_actor(revive)
     revive.set_defaults(run=run, command_kind=ReviveRequested, until=None)
@@ -240,15 +250,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     command = build_command(
         kind, target_type, target, args.reason, actor, keyring[actor], now, until
     )
-    if not publish_events(settings, [command]):
-        return 1
     what = "strategy class" if target_type == "strategy_class" else "agent"
     timing = f" until {format_utc(until)}" if until is not None else ""
-    print(
-        f"sent {command.type} {command.event_id} to {topic_for(command).name}: "
-        f"{what} {target!r}{timing}, actor {actor!r}"
-        + (f", reason {command.reason!r}" if command.reason else "")
-    )
+    reason = f", reason {command.reason!r}" if command.reason else ""
+    if not send_event(settings, command, f"{what} {target!r}{timing}, actor {actor!r}{reason}"):
+        return 1
     print(
         "the supervisor verifies it and records the result on `kills`: follow it with "
         "`metasup subscribe kills` (or `metasup tail kills --no-follow`); "

@@ -28,7 +28,7 @@ from projections.policy import (
 from schemas.envelope import format_utc
 from schemas.events import PolicyUpdated
 from streams.cli.connection import LogUnavailable, read_log
-from streams.cli.operator import PRODUCER, OperatorError, parse_time, publish_events
+from streams.cli.operator import PRODUCER, OperatorError, parse_time, send_event
 from streams.fleet_state import DEFAULT_POLICY_FILE, FleetState, policy_at
 from streams.settings import Settings
 
@@ -166,13 +166,10 @@ def run_set(args: argparse.Namespace, settings: Settings) -> int:
     if "reason" in PolicyUpdated.model_fields:  # carried once the schema has the field
         fields["reason"] = args.reason
     event = PolicyUpdated.create(ts=now, producer=PRODUCER, **fields)
-    if not publish_events(settings, [event]):
+    reason = f" (reason: {args.reason})" if args.reason else ""
+    detail = f"version {current.version} -> {updated.version}, in force from {format_utc(now)}"
+    if not send_event(settings, event, detail + reason):
         return 1
-    print(
-        f"sent policy.updated {event.event_id} to policy: version {current.version} -> "
-        f"{updated.version}, in force from {format_utc(now)}"
-        + (f" (reason: {args.reason})" if args.reason else "")
-    )
     for key, old, new in diff:
         print(f"  {key}: {_show(old)} -> {_show(new)}")
     return 0

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 
 from schemas.envelope import derived_event_id, format_utc
 from schemas.events import AgentSpawned
-from schemas.topics import topic_for
-from streams.cli.operator import PRODUCER, publish_events
+from streams.cli.operator import PRODUCER, send_event
 from streams.settings import Settings
 
 
@@ -82,11 +81,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     event = build_spawn(
         parent, child, args.reason, datetime.now(UTC), args.strategy or None, args.proposal_id
     )
-    if not publish_events(settings, [event]):
+    strategy = f" ({event.strategy_class})" if event.strategy_class else ""
+    if not send_event(settings, event, f"{parent} -> {child}{strategy} at {format_utc(event.ts)}"):
         return 1
-    print(
-        f"sent agent.spawned {event.event_id} to {topic_for(event).name}: {parent} -> {child}"
-        + (f" ({event.strategy_class})" if event.strategy_class else "")
-        + f" at {format_utc(event.ts)}"
-    )
     return 0
