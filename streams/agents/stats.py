@@ -17,6 +17,18 @@ The price of that rule: a fact that arrives more than a window later than newer
 facts is missing from the lifetime figures too (with SPEC's 30-day window, a
 reconciliation a month late).
 
+Cost per event. The window is kept in UTC-day buckets, each sorted and carrying
+the totals of its facts in that order. Folding a fact touches its own day only (an
+event's fact time never changes, so its duplicate can only be in that day);
+eviction drops whole days and trims the one day the horizon cuts. The store
+(`streams.sharded_store`, spec `STATS_SHARDS`) then writes that day alone.
+
+Rules and reports. `rule_stats_at` gives every figure a rule decides on, merged
+from the day totals: its cost grows with the days in the window, not the trades,
+so rules (per event) must call it. `stats_at` adds the report-only figures
+(CVaR95, p95 latency, IC, smart Sharpe), which need every trade of the window:
+reports and projections call it, on read, never once per event.
+
 Lifetime. Counts, sums, Welford's running mean and variance, and the running peak
 and max drawdown of cumulative PnL, all updated in fold order: log order, which
 is exit order because reconciliations are emitted as prices pass the exit time.
@@ -45,8 +57,10 @@ import math
 import statistics
 import uuid
 from bisect import bisect_right, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from itertools import takewhile
+from typing import TypeVar
 
 from pydantic import Field
 
@@ -54,6 +68,10 @@ from schemas.envelope import Event, WireModel, to_utc
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.policy import Thresholds
 from schemas.stats import AgentStats
+
+# How `streams.sharded_store` splits a StatsState: one shard per day of trades and of
+# runs. Paths are relative to the state; a container prefixes them (e.g. "stats.").
+STATS_SHARDS: dict[str, str] = {"trade_days": "key", "run_days": "key"}
 
 
 class Trade(WireModel):
@@ -113,8 +131,9 @@ class Run(WireModel):
 class TradeTotals(WireModel):
     """Running sums over trades, in the order they were added; O(1) per trade.
 
-    The lifetime keeps one of these. A window builds a fresh one from its trades in
-    trade order, so both get their figures from the same arithmetic.
+    The lifetime keeps one of these, and so does each day of the window, over the
+    day's trades in trade order. A window is the `concat` of its days, so it gets
+    the same figures whatever order the facts arrived in.
     """
 
     count: int = 0
@@ -129,6 +148,9 @@ class TradeTotals(WireModel):
     downside_sq: float = 0.0  # sum of min(pnl, 0)^2
     cum_bps: float = 0.0
     peak_bps: float = 0.0  # starts at 0: a first loss is already a drawdown
+    # The lowest cumulative pnl, from 0: what a drawdown carried in from earlier
+    # segments falls to inside this one (see `concat`).
+    trough_bps: float = 0.0
     max_drawdown_bps: float = 0.0
 
     def plus(self, pnls: Iterable[float]) -> TradeTotals:
@@ -136,7 +158,8 @@ class TradeTotals(WireModel):
         count, hits, pnl_sum = self.count, self.hits, self.pnl_sum_bps
         mean, m2 = self.mean_bps, self.m2
         gains, losses, downside_sq = self.gains_bps, self.losses_bps, self.downside_sq
-        cum, peak, max_drawdown = self.cum_bps, self.peak_bps, self.max_drawdown_bps
+        cum, peak, trough = self.cum_bps, self.peak_bps, self.trough_bps
+        max_drawdown = self.max_drawdown_bps
         for pnl in pnls:
             count += 1
             pnl_sum += pnl
@@ -151,6 +174,7 @@ class TradeTotals(WireModel):
                 downside_sq += pnl * pnl
             cum += pnl
             peak = max(peak, cum)
+            trough = min(trough, cum)
             max_drawdown = max(max_drawdown, peak - cum)
         return TradeTotals(
             count=count,
@@ -163,6 +187,54 @@ class TradeTotals(WireModel):
             downside_sq=downside_sq,
             cum_bps=cum,
             peak_bps=peak,
+            trough_bps=trough,
+            max_drawdown_bps=max_drawdown,
+        )
+
+    @staticmethod
+    def concat(segments: Iterable[TradeTotals]) -> TradeTotals:
+        """The totals of consecutive segments' trades taken as one sequence.
+
+        Counts and sums add; mean and m2 merge as in Chan et al. (the parallel form
+        of Welford). Cumulative PnL of the right segment is shifted by the left's
+        `cum`, so the drawdown is max(dd_left, dd_right, peak_left - (cum_left +
+        trough_right)) and the peak max(peak_left, cum_left + peak_right).
+        """
+        count = hits = 0
+        pnl_sum = mean = m2 = gains = losses = downside_sq = 0.0
+        cum = peak = trough = max_drawdown = 0.0
+        for part in segments:
+            if not part.count:
+                continue
+            if not count:
+                mean, m2 = part.mean_bps, part.m2
+            else:
+                total = count + part.count
+                delta = part.mean_bps - mean
+                mean += delta * part.count / total
+                m2 += part.m2 + delta * delta * count * part.count / total
+            count += part.count
+            hits += part.hits
+            pnl_sum += part.pnl_sum_bps
+            gains += part.gains_bps
+            losses += part.losses_bps
+            downside_sq += part.downside_sq
+            max_drawdown = max(max_drawdown, part.max_drawdown_bps, peak - (cum + part.trough_bps))
+            peak = max(peak, cum + part.peak_bps)
+            trough = min(trough, cum + part.trough_bps)
+            cum += part.cum_bps
+        return TradeTotals(
+            count=count,
+            hits=hits,
+            pnl_sum_bps=pnl_sum,
+            mean_bps=mean,
+            m2=m2,
+            gains_bps=gains,
+            losses_bps=losses,
+            downside_sq=downside_sq,
+            cum_bps=cum,
+            peak_bps=peak,
+            trough_bps=trough,
             max_drawdown_bps=max_drawdown,
         )
 
@@ -178,26 +250,125 @@ class RunTotals(WireModel):
     tokens_out: int = 0
 
     def plus(self, runs: Iterable[Run]) -> RunTotals:
-        """Return the totals with `runs` added."""
-        added = list(runs)
+        """Return the totals with `runs` added one by one, so that appending a run to a
+        day gives the very floats a recomputation of the day would."""
+        count, errors, latency, cost = self.count, self.errors, self.latency_sum_ms, self.cost_usd
+        tokens_in, tokens_out = self.tokens_in, self.tokens_out
+        for run in runs:
+            count += 1
+            errors += run.errors
+            latency += run.latency_ms
+            cost += run.cost_usd
+            tokens_in += run.tokens_in
+            tokens_out += run.tokens_out
         return RunTotals(
-            count=self.count + len(added),
-            errors=self.errors + sum(r.errors for r in added),
-            latency_sum_ms=self.latency_sum_ms + sum(r.latency_ms for r in added),
-            cost_usd=self.cost_usd + sum(r.cost_usd for r in added),
-            tokens_in=self.tokens_in + sum(r.tokens_in for r in added),
-            tokens_out=self.tokens_out + sum(r.tokens_out for r in added),
+            count=count,
+            errors=errors,
+            latency_sum_ms=latency,
+            cost_usd=cost,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+
+    @staticmethod
+    def concat(parts: Iterable[RunTotals]) -> RunTotals:
+        """The totals of several groups of runs together."""
+        count = errors = tokens_in = tokens_out = 0
+        latency = cost = 0.0
+        for part in parts:
+            count += part.count
+            errors += part.errors
+            latency += part.latency_sum_ms
+            cost += part.cost_usd
+            tokens_in += part.tokens_in
+            tokens_out += part.tokens_out
+        return RunTotals(
+            count=count,
+            errors=errors,
+            latency_sum_ms=latency,
+            cost_usd=cost,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
         )
 
 
+class TradeDay(WireModel):
+    """The trades of one UTC day after the horizon, in trade order, and their totals."""
+
+    trades: tuple[Trade, ...]
+    totals: TradeTotals
+
+    @classmethod
+    def of(cls, trades: tuple[Trade, ...]) -> TradeDay:
+        return cls(trades=trades, totals=TradeTotals().plus(t.pnl_bps for t in trades))
+
+    def with_trade(self, trade: Trade) -> TradeDay:
+        if trade.sort_key() > self.trades[-1].sort_key():  # the usual case: in order
+            return TradeDay(trades=(*self.trades, trade), totals=self.totals.plus([trade.pnl_bps]))
+        trades = list(self.trades)
+        insort(trades, trade, key=Trade.sort_key)
+        return TradeDay.of(tuple(trades))
+
+    def after(self, horizon: datetime) -> TradeDay | None:
+        """The day without its trades at or before `horizon`; None if none is left."""
+        first = bisect_right(self.trades, horizon, key=lambda t: t.exit_ts)
+        if not first:
+            return self
+        return TradeDay.of(self.trades[first:]) if first < len(self.trades) else None
+
+    def has(self, event_id: uuid.UUID) -> bool:
+        return any(t.event_id == event_id for t in self.trades)
+
+
+class RunDay(WireModel):
+    """The runs of one UTC day after the horizon, in run order, and their totals."""
+
+    runs: tuple[Run, ...]
+    totals: RunTotals
+
+    @classmethod
+    def of(cls, runs: tuple[Run, ...]) -> RunDay:
+        return cls(runs=runs, totals=RunTotals().plus(runs))
+
+    def with_run(self, run: Run) -> RunDay:
+        if run.sort_key() > self.runs[-1].sort_key():
+            return RunDay(runs=(*self.runs, run), totals=self.totals.plus([run]))
+        runs = list(self.runs)
+        insort(runs, run, key=Run.sort_key)
+        return RunDay.of(tuple(runs))
+
+    def after(self, horizon: datetime) -> RunDay | None:
+        first = bisect_right(self.runs, horizon, key=lambda r: r.ts)
+        if not first:
+            return self
+        return RunDay.of(self.runs[first:]) if first < len(self.runs) else None
+
+    def has(self, event_id: uuid.UUID) -> bool:
+        return any(r.event_id == event_id for r in self.runs)
+
+
 class StatsState(WireModel):
-    """The fold's state for one key. Frozen and JSON round-trippable: it lives in a Faust table."""
+    """The fold's state for one key. Frozen and JSON round-trippable: it lives in a Faust table.
+
+    `trade_days` and `run_days` are keyed by ISO UTC day, in day order, and hold
+    only days with facts after the horizon.
+    """
 
     watermark: datetime | None = None  # newest fact time accepted
-    window_trades: tuple[Trade, ...] = ()  # after the horizon, sorted by `Trade.sort_key`
-    window_runs: tuple[Run, ...] = ()  # after the horizon, sorted by `Run.sort_key`
+    trade_days: dict[str, TradeDay] = Field(default_factory=dict)
+    run_days: dict[str, RunDay] = Field(default_factory=dict)
     lifetime_trades: TradeTotals = Field(default_factory=TradeTotals)
     lifetime_runs: RunTotals = Field(default_factory=RunTotals)
+
+    def trades(self) -> Iterator[Trade]:
+        """The retained trades in trade order."""
+        for day in self.trade_days.values():
+            yield from day.trades
+
+    def runs(self) -> Iterator[Run]:
+        """The retained runs in run order."""
+        for day in self.run_days.values():
+            yield from day.runs
 
 
 def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsState:
@@ -205,14 +376,15 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     if run.skipped_reason is not None:
         return state
     window = _window(window_days)
-    if not _is_new(state, run.event_id, run.ts, window):
+    day = _day(run.ts)
+    bucket = state.run_days.get(day)
+    if _is_late(state, run.ts, window) or (bucket is not None and bucket.has(run.event_id)):
         return state
     facts = Run.of(run)
-    runs = list(state.window_runs)
-    insort(runs, facts, key=Run.sort_key)
+    bucket = RunDay.of((facts,)) if bucket is None else bucket.with_run(facts)
     state = state.model_copy(
         update={
-            "window_runs": tuple(runs),
+            "run_days": _put(state.run_days, day, bucket),
             "lifetime_runs": state.lifetime_runs.plus([facts]),
         }
     )
@@ -226,14 +398,15 @@ def apply_reconciled(
     if rec.horizon_hours != focus_horizon_hours:
         return state
     window = _window(window_days)
-    if not _is_new(state, rec.event_id, rec.exit_ts, window):
+    day = _day(rec.exit_ts)
+    bucket = state.trade_days.get(day)
+    if _is_late(state, rec.exit_ts, window) or (bucket is not None and bucket.has(rec.event_id)):
         return state
     trade = Trade.of(rec)
-    trades = list(state.window_trades)
-    insort(trades, trade, key=Trade.sort_key)
+    bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_trade(trade)
     state = state.model_copy(
         update={
-            "window_trades": tuple(trades),
+            "trade_days": _put(state.trade_days, day, bucket),
             "lifetime_trades": state.lifetime_trades.plus([trade.pnl_bps]),
         }
     )
@@ -251,22 +424,54 @@ def apply_event(state: StatsState, event: Event, thresholds: Thresholds) -> Stat
     return state
 
 
-def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
-    """Stats over trades with exit_ts, and runs with ts, in (as_of - window, as_of].
+def rule_stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
+    """The figures rules decide on, over trades with exit_ts, and runs with ts, in
+    (as_of - window, as_of]; the report-only ones (`cvar95_bps`, `p95_latency_ms`,
+    `information_coefficient`, `smart_sharpe`) are None.
 
     Exact for `as_of >= state.watermark` (see the module docstring). With
     `window_days == 0` the window is the whole retained history up to `as_of`.
-    Trades are taken in trade order (exit_ts, signal_id), which fixes the drawdown
-    and the autocorrelation behind the smart Sharpe ratio.
+    Trades are taken in trade order (exit_ts, signal_id), which fixes the drawdown.
+    Whole days inside the window contribute their totals; only a day the window
+    cuts is summed trade by trade.
     """
-    as_of = to_utc(as_of)
-    window = _window(window_days)
-    start = None if window is None else as_of - window
-    trades = [t for t in state.window_trades if _within(t.exit_ts, start, as_of)]
-    runs = [r for r in state.window_runs if _within(r.ts, start, as_of)]
+    start, end = _bounds(as_of, window_days)
+    trade_parts = (
+        day.totals
+        if _covers(start, end, day.trades[0].exit_ts, day.trades[-1].exit_ts)
+        else TradeTotals().plus(t.pnl_bps for t in day.trades if _within(t.exit_ts, start, end))
+        for day in _days_between(state.trade_days, start, end)
+    )
+    run_parts = (
+        day.totals
+        if _covers(start, end, day.runs[0].ts, day.runs[-1].ts)
+        else RunTotals().plus(r for r in day.runs if _within(r.ts, start, end))
+        for day in _days_between(state.run_days, start, end)
+    )
+    return _summarize(TradeTotals.concat(trade_parts), RunTotals.concat(run_parts))
+
+
+def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
+    """`rule_stats_at` plus the report-only figures, which read every trade and run of
+    the window: CVaR95, p95 latency, the information coefficient and the smart Sharpe
+    ratio (its autocorrelation is taken in trade order). For reports, not per event.
+    """
+    stats = rule_stats_at(state, as_of, window_days)
+    start, end = _bounds(as_of, window_days)
+    trades = [
+        t
+        for day in _days_between(state.trade_days, start, end)
+        for t in day.trades
+        if _within(t.exit_ts, start, end)
+    ]
+    latencies = (
+        r.latency_ms
+        for day in _days_between(state.run_days, start, end)
+        for r in day.runs
+        if _within(r.ts, start, end)
+    )
     pnls = [t.pnl_bps for t in trades]
-    cvar95_bps, p95_latency_ms = tail_stats(pnls, (r.latency_ms for r in runs))
-    stats = _summarize(TradeTotals().plus(pnls), RunTotals().plus(runs))
+    cvar95_bps, p95_latency_ms = tail_stats(pnls, latencies)
     return stats.model_copy(
         update={
             "cvar95_bps": cvar95_bps,
@@ -448,32 +653,82 @@ def _window(window_days: int) -> timedelta | None:
     return timedelta(days=window_days) if window_days else None
 
 
+def _bounds(as_of: datetime, window_days: int) -> tuple[datetime | None, datetime]:
+    """(start, end) of the window (start, end]; no start for the lifetime."""
+    end = to_utc(as_of)
+    window = _window(window_days)
+    return (None if window is None else end - window), end
+
+
+def _day(ts: datetime) -> str:
+    """The bucket of a fact time: its ISO UTC day."""
+    return to_utc(ts).date().isoformat()
+
+
 def _within(ts: datetime, start: datetime | None, end: datetime) -> bool:
     return (start is None or ts > start) and ts <= end
 
 
-def _is_new(
-    state: StatsState, event_id: uuid.UUID, fact_ts: datetime, window: timedelta | None
-) -> bool:
-    """False for a duplicate, or for a fact at or before the horizon (see the module docstring)."""
-    if window is not None and state.watermark is not None and fact_ts <= state.watermark - window:
-        return False
-    in_window = [t.event_id for t in state.window_trades] + [r.event_id for r in state.window_runs]
-    return event_id not in in_window
+def _covers(start: datetime | None, end: datetime, first: datetime, last: datetime) -> bool:
+    """Whether the window holds a whole day whose facts span [first, last]."""
+    return (start is None or first > start) and last <= end
+
+
+Day = TypeVar("Day", TradeDay, RunDay)
+
+
+def _days_between(days: dict[str, Day], start: datetime | None, end: datetime) -> Iterator[Day]:
+    """The days (in order) that may hold facts in (start, end]."""
+    first, last = (None if start is None else _day(start)), _day(end)
+    for day, bucket in days.items():
+        if day > last:
+            return
+        if first is None or day >= first:
+            yield bucket
+
+
+def _put(days: dict[str, Day], day: str, bucket: Day) -> dict[str, Day]:
+    """`days` with `bucket` under `day`, still in day order."""
+    if day in days or not days or day > next(reversed(days)):
+        return {**days, day: bucket}
+    return dict(sorted({**days, day: bucket}.items()))
+
+
+def _is_late(state: StatsState, fact_ts: datetime, window: timedelta | None) -> bool:
+    """True for a fact at or before the horizon (see the module docstring)."""
+    return (
+        window is not None and state.watermark is not None and (fact_ts <= state.watermark - window)
+    )
+
+
+def _evict(days: dict[str, Day], horizon: datetime) -> dict[str, Day]:
+    """`days` without the facts at or before `horizon`: whole days before the horizon's
+    day go, that day is trimmed. The same dict when nothing goes."""
+    first = _day(horizon)
+    stale = sum(1 for _ in takewhile(lambda day: day < first, days))
+    boundary = days.get(first)
+    trimmed = None if boundary is None else boundary.after(horizon)
+    if not stale and trimmed is boundary:
+        return days
+    kept = dict(list(days.items())[stale:])
+    if trimmed is None:
+        kept.pop(first, None)
+    else:
+        kept[first] = trimmed
+    return kept
 
 
 def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> StatsState:
     """Move the watermark to `fact_ts` if it is newer, and evict what the horizon passed."""
-    watermark = fact_ts if state.watermark is None else max(state.watermark, fact_ts)
+    if state.watermark is not None and fact_ts <= state.watermark:
+        return state  # the horizon did not move, and the new fact is after it
     if window is None:
-        return state.model_copy(update={"watermark": watermark})
-    horizon = watermark - window
-    first_trade = bisect_right(state.window_trades, horizon, key=lambda t: t.exit_ts)
-    first_run = bisect_right(state.window_runs, horizon, key=lambda r: r.ts)
+        return state.model_copy(update={"watermark": fact_ts})
+    horizon = fact_ts - window
     return state.model_copy(
         update={
-            "watermark": watermark,
-            "window_trades": state.window_trades[first_trade:],
-            "window_runs": state.window_runs[first_run:],
+            "watermark": fact_ts,
+            "trade_days": _evict(state.trade_days, horizon),
+            "run_days": _evict(state.run_days, horizon),
         }
     )

@@ -9,6 +9,7 @@ latency), which the bounded state leaves to `tail_stats` over the full log.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -28,10 +29,12 @@ from schemas.policy import Thresholds
 from schemas.stats import AgentStats
 from streams.agents.stats import (
     StatsState,
+    TradeTotals,
     apply_event,
     apply_reconciled,
     apply_run,
     lifetime_stats,
+    rule_stats_at,
     stats_at,
     tail_stats,
 )
@@ -253,8 +256,8 @@ def test_the_serialized_state_stays_bounded() -> None:
     recent = fold(e for e in events if fact_time(e) > full.watermark - WINDOW)
 
     assert lifetime_stats(full).trades == 2000
-    assert full.window_trades == recent.window_trades
-    assert 0 < len(recent.window_trades) < 2000 * 31 // 200
+    assert full.trade_days == recent.trade_days
+    assert 0 < len(list(recent.trades())) < 2000 * 31 // 200
     size, recent_size = len(full.model_dump_json()), len(recent.model_dump_json())
     assert size < 1.1 * recent_size
 
@@ -298,8 +301,9 @@ def test_eviction_keeps_only_facts_after_the_horizon() -> None:
     )
 
     # watermark T0 + 31 d, horizon T0 + 1 d: facts at or before it are gone
-    assert [t.pnl_bps for t in state.window_trades] == [4.0]
-    assert state.window_runs == ()
+    assert [t.pnl_bps for t in state.trades()] == [4.0]
+    assert list(state.runs()) == []
+    assert list(state.trade_days) == ["2024-02-01"]  # whole days before the horizon's go
     assert lifetime_stats(state).trades == 3
     assert lifetime_stats(state).runs == 1
 
@@ -330,7 +334,7 @@ def test_zero_window_days_means_lifetime() -> None:
         state = apply_reconciled(state, reconciled(T0 + i * 100 * DAY, pnl), 0, FOCUS)
     state = apply_run(state, completed(T0), 0)
 
-    assert len(state.window_trades) == 3  # nothing evicted
+    assert len(list(state.trades())) == 3  # nothing evicted
     assert stats_at(state, T0 + 200 * DAY, 0).pnl_sum_bps == 7.0
     assert stats_at(state, T0 + 100 * DAY, 0).pnl_sum_bps == 3.0  # up to as_of only
     with pytest.raises(ValueError, match="window_days"):
@@ -531,7 +535,7 @@ def test_window_equals_a_fresh_fold_of_only_the_in_window_facts(
     in_window = [e for e in unique(events) if counts(e) and start < fact_time(e) <= end]
     fresh = fold(data.draw(st.permutations(in_window)))
 
-    assert (state.window_trades, state.window_runs) == (fresh.window_trades, fresh.window_runs)
+    assert (state.trade_days, state.run_days) == (fresh.trade_days, fresh.run_days)
     window = stats_at(state, end, POLICY.window_days)
     assert window == stats_at(fresh, end, POLICY.window_days)
     by_trade_order = sorted(
@@ -567,3 +571,163 @@ def test_state_survives_a_json_round_trip(events: list[Event]) -> None:
     wire = orjson.loads(orjson.dumps(state.model_dump(mode="json")))
 
     assert StatsState.model_validate(wire) == state
+
+
+# --- Incremental window = recomputation ---------------------------------------------------------
+
+REPORT_ONLY = ("cvar95_bps", "p95_latency_ms", "information_coefficient", "smart_sharpe")
+pnl_values = st.integers(-10_000, 10_000).map(lambda cents: cents / 100)
+
+
+@FAST
+@given(st.lists(pnl_values, max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_concat_of_segments_equals_one_sequence(pnls: list[float], cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(pnls)]
+    segments = [TradeTotals().plus(pnls[a:b]) for a, b in itertools.pairwise(bounds)]
+    merged, sequential = TradeTotals.concat(segments), TradeTotals().plus(pnls)
+
+    for name, value in sequential.model_dump().items():
+        assert getattr(merged, name) == pytest.approx(value, rel=1e-9, abs=1e-9), name
+
+
+@st.composite
+def dense_arrivals(draw: st.DrawFn) -> tuple[int, list[Fact]]:
+    """(window_days, facts) for a short window: many facts a day, so days are cut by the
+    window's start and end, delivered in any order with copies."""
+    window_days = draw(st.integers(1, 3))
+    events: list[Fact] = []
+    for i in range(draw(st.integers(0, 60))):
+        ts = T0 + draw(st.integers(0, 6 * 24 * 60)) * timedelta(minutes=1)
+        if draw(st.booleans()):
+            events.append(
+                reconciled(
+                    ts,
+                    draw(pnl_values),
+                    direction=draw(st.sampled_from(Direction)),
+                    confidence=draw(st.sampled_from([0.1, 0.5, 0.9])),
+                    event_id=uuid.UUID(int=i + 1),
+                    signal_id=uuid.UUID(int=draw(st.integers(10_000, 10_003))),
+                )
+            )
+        else:
+            events.append(
+                completed(
+                    ts,
+                    float(draw(st.integers(0, 2000))),
+                    errors=draw(st.integers(0, 2)),
+                    cost_usd=draw(st.sampled_from([0.0, 0.1, 0.25])),
+                    tokens_in=draw(st.integers(0, 50)),
+                    tokens_out=draw(st.integers(0, 50)),
+                    event_id=uuid.UUID(int=i + 1),
+                )
+            )
+    copies = draw(st.lists(st.sampled_from(events), max_size=10)) if events else []
+    return window_days, draw(st.permutations(events + copies))
+
+
+def retained(events: Sequence[Fact], window: timedelta) -> list[Fact]:
+    """The documented acceptance rule, then eviction: what the state still holds."""
+    seen: set[uuid.UUID] = set()
+    newest: datetime | None = None
+    kept = []
+    for event in events:
+        if event.event_id in seen or (newest is not None and fact_time(event) <= newest - window):
+            continue
+        seen.add(event.event_id)
+        newest = max(newest or fact_time(event), fact_time(event))
+        kept.append(event)
+    return [e for e in kept if newest is not None and fact_time(e) > newest - window]
+
+
+def recomputed(events: Sequence[Fact], start: datetime, end: datetime) -> dict[str, Any]:
+    """Every figure, straight from the facts in (start, end] taken in trade order."""
+    in_window = [e for e in events if start < fact_time(e) <= end]
+    trades = sorted(
+        (e for e in in_window if isinstance(e, SignalReconciled)),
+        key=lambda e: (e.exit_ts, e.signal_id, e.event_id),
+    )
+    expected = from_scratch([*trades, *(e for e in in_window if isinstance(e, RunCompleted))])
+    signed = [(1.0 if e.direction is Direction.LONG else -1.0) * e.confidence for e in trades]
+    pnls = [e.realized_pnl_bps for e in trades]
+    ic = correlation(ranked(signed), ranked(pnls)) if len(trades) >= 3 else None
+    rho_1 = correlation(pnls[:-1], pnls[1:])
+    smart = None
+    if expected["sharpe"] is not None and rho_1 is not None:
+        n = len(pnls)
+        penalty = math.sqrt(1 + 2 * sum((1 - k / n) * abs(rho_1) ** k for k in range(1, n)))
+        smart = expected["sharpe"] / penalty
+    return {**expected, "information_coefficient": ic, "smart_sharpe": smart}
+
+
+def ranked(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    return [
+        sum(v < value for v in values) + (sum(v == value for v in values) + 1) / 2
+        for value in values
+    ]
+
+
+def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return None
+
+
+def assert_close(stats: AgentStats, expected: dict[str, Any]) -> None:
+    actual = stats.model_dump(include=set(expected))
+    for name, value in expected.items():
+        close = value if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)
+        assert actual[name] == close, name
+
+
+@settings(max_examples=150, deadline=None)
+@given(dense_arrivals(), st.integers(-2 * 24, 2 * 24))
+def test_window_figures_equal_a_recomputation_from_scratch(
+    case: tuple[int, list[Fact]], hours_from_watermark: int
+) -> None:
+    window_days, events = case
+    policy = Thresholds(window_days=window_days)
+    state = StatsState()
+    for event in events:
+        state = apply_event(state, event, policy)
+    if state.watermark is None:
+        return
+    window = timedelta(days=window_days)
+    as_of = state.watermark + hours_from_watermark * HOUR
+    expected = recomputed(retained(events, window), as_of - window, as_of)
+
+    rule = rule_stats_at(state, as_of, window_days)
+    assert_close(rule, {k: v for k, v in expected.items() if k not in REPORT_ONLY})
+    assert [getattr(rule, name) for name in REPORT_ONLY] == [None] * len(REPORT_ONLY)
+    full = stats_at(state, as_of, window_days)
+    assert_close(full, expected)
+    assert full.model_copy(update=dict.fromkeys(REPORT_ONLY)) == rule
+
+
+def test_a_fact_rewrites_only_its_own_day() -> None:
+    # Three days of trades and runs; a late trade on the first day leaves the other
+    # days' buckets untouched (the same objects), which is what the store relies on.
+    state = fold(
+        e for d in range(3) for e in (reconciled(T0 + d * DAY, d), completed(T0 + d * DAY))
+    )
+    late = fold([reconciled(T0 + HOUR, 9.0)], state)
+
+    assert [late.trade_days[d] is state.trade_days[d] for d in sorted(state.trade_days)] == [
+        False,
+        True,
+        True,
+    ]
+    assert late.run_days is state.run_days
+    assert [t.pnl_bps for t in late.trades()] == [0.0, 9.0, 1.0, 2.0]
+
+
+def test_a_window_start_inside_a_day_sums_only_that_days_later_trades() -> None:
+    # 1-day window ending at T0 + 1 d + 12 h: the first day counts from its noon on.
+    state = StatsState()
+    for hour, pnl in [(6, -50.0), (13, 10.0), (20, -4.0), (30, 6.0), (36, 1.0)]:
+        state = apply_reconciled(state, reconciled(T0 + hour * HOUR, pnl), 2, FOCUS)
+
+    stats = rule_stats_at(state, T0 + 36 * HOUR, 1)
+    assert (stats.trades, stats.pnl_sum_bps) == (4, 13.0)  # 10 - 4 + 6 + 1
+    assert stats.max_drawdown_bps == 4.0  # cumulative 10, 6, 12, 13
