@@ -7,6 +7,12 @@ state are split out: a tuple of time-stamped items is stored per UTC day, a dict
 per key, and only the entries an event changed are written. The pure folds never
 see this; they get back exactly the model they returned.
 
+A save costs what changed, not the size of the state: the folds are frozen and
+share every part an event did not touch, so a part that is the same object as in
+the last saved model (or, failing that, equal to it) keeps its shard without being
+serialized again. Only the changed parts and the head (the model without its
+sharded collections) are serialized.
+
 A worker keeps the decoded state of the keys it touched; the head's bytes tell
 whether the table still holds that state (another worker may have written it
 while this one did not own the partition), so a load is usually free.
@@ -15,43 +21,97 @@ while this one did not own the partition), so a load is usually free.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 M = TypeVar("M", bound=BaseModel)
 
-# How a path is split: "day:<field>" groups a sorted list by the UTC day of the item's
-# ISO-8601 field (dotted for nested, e.g. "day:signal.ts"); "key" stores a dict per key.
+# How a path is split: "day:<field>" groups a sorted tuple by the UTC day of the item's
+# datetime field (dotted for nested, e.g. "day:signal.ts"); "key" stores a dict per key.
 # A path segment "*" stands for every value of a dict.
 ShardSpec = dict[str, str]
 
+Path = tuple[str, ...]
 
-def _item_field(item: Any, dotted: str) -> Any:
+
+@dataclass(frozen=True)
+class _Shard:
+    name: str
+    part: Any  # the piece of the model this shard holds: a dict value, or one day's items
+    digest: str
+
+
+@dataclass(frozen=True)
+class _Collection:
+    """A sharded collection of the last saved (or loaded) model, with its shards by group
+    (dict key or day), so the next save can tell which groups changed."""
+
+    value: Any
+    how: str
+    shards: dict[str, _Shard]
+
+
+def _child(node: Any, name: str) -> Any:
+    if isinstance(node, BaseModel):
+        return getattr(node, name) if name in type(node).model_fields else None
+    if isinstance(node, dict):
+        return node.get(name)
+    return None
+
+
+def _collections(model: BaseModel, spec: ShardSpec) -> Iterator[tuple[Path, str, Any]]:
+    """(concrete path, how, collection) for every collection the spec names in `model`."""
+    for path, how in spec.items():
+        for concrete, collection in _walk(model, path.split("."), ()):
+            yield concrete, how, collection
+
+
+def _walk(node: Any, parts: list[str], concrete: Path) -> Iterator[tuple[Path, Any]]:
+    if not parts:
+        yield concrete, node
+        return
+    if parts[0] == "*":
+        children = list(node.items()) if isinstance(node, dict) else []
+    else:
+        child = _child(node, parts[0])
+        children = [] if child is None else [(parts[0], child)]
+    for name, value in children:
+        yield from _walk(value, parts[1:], (*concrete, name))
+
+
+def _day(item: Any, dotted: str) -> str:
     for part in dotted.split("."):
-        item = item[part]
-    return item
+        item = _child(item, part)
+    return item.isoformat()[:10] if isinstance(item, date) else str(item)[:10]
 
 
-def _expand(document: dict[str, Any], path: str) -> list[tuple[list[str], dict[str, Any], str]]:
-    """(concrete path, parent dict, field name) for a path that may contain "*"."""
-    parts = path.split(".")
-    found: list[tuple[list[str], dict[str, Any], str]] = []
+def _groups(how: str, collection: Any) -> dict[str, Any]:
+    """The parts of a collection, one per shard: by key, or the items of each day."""
+    if how == "key":
+        return dict(collection)
+    field = how.removeprefix("day:")
+    by_day: dict[str, list[Any]] = {}
+    for item in collection:
+        by_day.setdefault(_day(item, field), []).append(item)
+    return {day: tuple(items) for day, items in by_day.items()}
 
-    def walk(node: dict[str, Any], index: int, concrete: list[str]) -> None:
-        part, last = parts[index], index == len(parts) - 1
-        names = sorted(node) if part == "*" else [part] if part in node else []
-        for name in names:
-            if last:
-                found.append(([*concrete, name], node, name))
-            elif isinstance(node[name], dict):
-                walk(node[name], index + 1, [*concrete, name])
 
-    walk(document, 0, [])
-    return found
+def _exclusions(spec: ShardSpec) -> dict[str, Any]:
+    """The `model_dump` exclude tree that leaves the sharded collections out of the head."""
+    tree: dict[str, Any] = {}
+    for path in spec:
+        parts = ["__all__" if part == "*" else part for part in path.split(".")]
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = True
+    return tree
 
 
 def _shard_name(segments: list[str]) -> str:
@@ -59,29 +119,7 @@ def _shard_name(segments: list[str]) -> str:
     return orjson.dumps(segments).decode()
 
 
-def split(document: dict[str, Any], spec: ShardSpec) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Move the sharded collections out of a JSON document; return (head, shards)."""
-    shards: dict[str, bytes] = {}
-    for path, how in spec.items():
-        for concrete, parent, field in _expand(document, path):
-            collection = parent[field]
-            if how == "key":
-                for name, value in collection.items():
-                    shards[_shard_name([*concrete, name])] = orjson.dumps(value)
-                parent[field] = {}
-                continue
-            by_day: dict[str, list[Any]] = {}
-            for item in collection:
-                by_day.setdefault(str(_item_field(item, how.removeprefix("day:")))[:10], []).append(
-                    item
-                )
-            for day, items in by_day.items():
-                shards[_shard_name([*concrete, day])] = orjson.dumps(items)
-            parent[field] = []
-    return document, shards
-
-
-def join(head: dict[str, Any], shards: dict[str, bytes], spec: ShardSpec) -> dict[str, Any]:
+def join(head: dict[str, Any], shards: dict[str, bytes]) -> dict[str, Any]:
     """Put the shards back into the head document (days in order, keys by name)."""
     for name in sorted(shards):
         *parents, field, part = orjson.loads(name)
@@ -104,7 +142,8 @@ def _digest(value: bytes) -> str:
 class _Cached(Generic[M]):
     head: bytes
     model: M
-    digests: dict[str, str]
+    digests: dict[str, str]  # what the head names: shard name -> digest, sorted by name
+    collections: dict[Path, _Collection]
 
 
 class ShardedStore(Generic[M]):
@@ -121,6 +160,7 @@ class ShardedStore(Generic[M]):
         self.table = table
         self.model = model
         self.spec = spec
+        self._exclude = _exclusions(spec)
         self._cache: dict[bytes, _Cached[M]] = {}
 
     @staticmethod
@@ -142,25 +182,73 @@ class ShardedStore(Generic[M]):
         envelope = orjson.loads(head)
         digests: dict[str, str] = envelope["shards"]
         shards = {name: self.table[self._shard_key(key, name, d)] for name, d in digests.items()}
-        model = self.model.model_validate(join(envelope["head"], shards, self.spec))
-        self._cache[key] = _Cached(head, model, digests)
+        model = self.model.model_validate(join(envelope["head"], shards))
+        collections = {
+            path: _Collection(
+                value,
+                how,
+                {
+                    group: _Shard(name, part, digests.get(name, ""))
+                    for group, part in _groups(how, value).items()
+                    for name in [_shard_name([*path, group])]
+                },
+            )
+            for path, how, value in _collections(model, self.spec)
+        }
+        self._cache[key] = _Cached(head, model, digests, collections)
         return model
 
     def save(self, key: bytes, model: M) -> None:
         cached = self._cache.get(key)
-        if cached is not None and cached.model == model:
+        if cached is not None and cached.model is model:
             return
+        before = cached.collections if cached is not None else {}
         previous = cached.digests if cached is not None else {}
-        document, shards = split(model.model_dump(mode="json"), self.spec)
-        digests = {name: _digest(value) for name, value in sorted(shards.items())}
-        for name, value in shards.items():
-            if previous.get(name) != digests[name]:
-                self.table[self._shard_key(key, name, digests[name])] = value
+        digests = dict(previous)
+        written: dict[str, bytes] = {}
+        removed: list[str] = []
+        collections: dict[Path, _Collection] = {}
+        for path, how, value in _collections(model, self.spec):
+            old = before.get(path)
+            if old is not None and old.value is value:
+                collections[path] = old
+                continue
+            old_shards = old.shards if old is not None else {}
+            shards: dict[str, _Shard] = {}
+            for group, part in _groups(how, value).items():
+                kept = old_shards.get(group)
+                if kept is not None and (kept.part is part or kept.part == part):
+                    shards[group] = kept
+                    continue
+                content = to_json(part)
+                name = kept.name if kept is not None else _shard_name([*path, group])
+                shards[group] = _Shard(name, part, _digest(content))
+                if previous.get(name) != shards[group].digest:
+                    written[name] = content
+                    digests[name] = shards[group].digest
+            removed += [s.name for group, s in old_shards.items() if group not in shards]
+            collections[path] = _Collection(value, how, shards)
+        for path in before.keys() - collections.keys():
+            removed += [s.name for s in before[path].shards.values()]
+        for name in removed:
+            digests.pop(name, None)
+        if len(digests) != len(previous) or not digests.keys() <= previous.keys():
+            digests = dict(sorted(digests.items()))
+        document = model.model_dump(mode="json", exclude=self._exclude)
+        for path, collection in collections.items():
+            node = document
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = {} if collection.how == "key" else []
         # The digests make the head change whenever any shard does, which is also what
         # lets `load` trust its cache when the head bytes are unchanged.
         head = orjson.dumps({"head": document, "shards": digests})
-        self.table[key] = head
-        for name, digest in previous.items():
-            if digests.get(name) != digest:
-                del self.table[self._shard_key(key, name, digest)]
-        self._cache[key] = _Cached(head, model, digests)
+        if cached is None or head != cached.head:
+            # Shards first, then the head that names them, then what it no longer names.
+            for name, content in written.items():
+                self.table[self._shard_key(key, name, digests[name])] = content
+            self.table[key] = head
+            for name, digest in previous.items():
+                if digests.get(name) != digest:
+                    del self.table[self._shard_key(key, name, digest)]
+        self._cache[key] = _Cached(head, model, digests, collections)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
 from schemas.envelope import WireModel
+from schemas.events import RunCompleted
+from schemas.policy import Thresholds
+from streams import sharded_store
+from streams.agents.stats import STATS_SHARDS, StatsState, apply_event
 from streams.sharded_store import ShardedStore
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -125,3 +132,115 @@ def test_a_save_cut_short_leaves_the_old_or_the_new_state_never_a_mix(
         store.save(b"k", second)
     # A worker restarted after the crash reads what the table (its changelog) holds.
     assert ShardedStore(dict(crashing), State, SPEC).load(b"k") in (first, second)
+
+
+class Recording(dict[bytes, bytes]):
+    """A table that remembers which keys were written and deleted."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.writes: list[bytes] = []
+        self.deletes: list[bytes] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.deletes.append(key)
+        super().__delitem__(key)
+
+
+@st.composite
+def edits(draw: st.DrawFn, state: State) -> State:
+    """A state derived from `state` as a fold derives it: unchanged parts are shared."""
+    update: dict[str, Any] = {}
+    if draw(st.booleans()):
+        update["inner"] = Inner(points=draw(points))
+    if draw(st.booleans()):
+        members = dict(state.members)
+        for name in draw(st.lists(names, max_size=2)):
+            members[name] = Point(ts=T0, value=draw(st.floats(0, 1)))
+        for name in draw(
+            st.lists(st.sampled_from(sorted(members)), max_size=2) if members else st.just([])
+        ):
+            members.pop(name, None)
+        update["members"] = members
+    if draw(st.booleans()):
+        by_class = dict(state.by_class)
+        by_class[draw(names)] = draw(points)
+        update["by_class"] = by_class
+    if draw(st.booleans()):
+        update["name"] = draw(st.sampled_from(["x", "y"]))
+    return state.model_copy(update=update)
+
+
+@settings(max_examples=80, deadline=None)
+@given(states, st.data())
+def test_a_chain_of_saves_writes_only_new_shards_and_ends_where_a_fresh_save_would(
+    first: State, data: st.DataObject
+) -> None:
+    table = Recording()
+    store = ShardedStore(table, State, SPEC)
+    store.save(b"k", first)
+    state = first
+    for _ in range(data.draw(st.integers(1, 4))):
+        state = data.draw(edits(state))
+        before = dict(table)
+        table.writes.clear()
+        store.save(b"k", state)
+        shard_writes = [k for k in table.writes if k != b"k"]
+        # Content-addressed: a shard written again with the same content is a wasted write.
+        assert not set(shard_writes) & before.keys()
+        assert set(table) - before.keys() == set(shard_writes)
+        assert store.load(b"k") == state
+    fresh: dict[bytes, bytes] = {}
+    ShardedStore(fresh, State, SPEC).save(b"k", state)
+    assert dict(table) == fresh
+    assert ShardedStore(dict(table), State, SPEC).load(b"k") == state
+
+
+class Holder(WireModel):
+    """A container of stats, as AgentState and FleetBook are."""
+
+    name: str = "alpha"
+    stats: StatsState = Field(default_factory=StatsState)
+
+
+HOLDER_SPEC = {f"stats.{path}": how for path, how in STATS_SHARDS.items()}
+
+
+def test_one_more_fact_in_a_90_day_window_serializes_and_writes_its_day_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = Thresholds(window_days=90)
+    state = StatsState()
+    for hour in range(100 * 24):
+        ts = T0 + timedelta(hours=hour)
+        run = RunCompleted.create(
+            ts=ts, agent="a", run_id=uuid.uuid4(), started_at=ts, latency_ms=1.0
+        )
+        state = apply_event(state, run, policy)
+    table = Recording()
+    store = ShardedStore(table, Holder, HOLDER_SPEC)
+    store.save(b"a", Holder(stats=state))
+    assert len(table.writes) == 90 + 1  # every day after the horizon, and the head
+    serialized: list[Any] = []
+    real_to_json = sharded_store.to_json
+
+    def counting_to_json(part: Any) -> bytes:
+        serialized.append(part)
+        return real_to_json(part)
+
+    monkeypatch.setattr(sharded_store, "to_json", counting_to_json)
+    table.writes.clear()
+
+    ts = T0 + timedelta(days=100, minutes=30)  # a new day; the horizon cuts the first one
+    run = RunCompleted.create(ts=ts, agent="a", run_id=uuid.uuid4(), started_at=ts, latency_ms=2.0)
+    later = Holder(stats=apply_event(state, run, policy))
+    store.save(b"a", later)
+
+    assert len(serialized) == 2  # the new day, and the day the horizon trimmed
+    assert len(table.writes) == 3 and table.writes[-1] == b"a"  # those shards, then the head
+    assert len(table.deletes) == 1  # the trimmed day's old shard
+    assert ShardedStore(dict(table), Holder, HOLDER_SPEC).load(b"a") == later
