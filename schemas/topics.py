@@ -66,20 +66,26 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ),
     # Signals and prices re-keyed by base asset, so one reconcile processor sees both for a
     # symbol in one order, whatever key their producers used.
+    # Each processor input also carries the fleet facts it decides from, broadcast onto
+    # every partition, so what it emits is a function of this one ordered input.
     TopicSpec(
         "reconcile-input",
         "symbol",
         AGENT_PARTITIONS,
         "internal",
-        frozenset({"signal.emitted", "price.observed"}),
+        frozenset({"signal.emitted", "price.observed", "policy.updated"}),
     ),
-    # Runs and signals re-keyed by agent for the per-agent processor (with `reconciled`).
+    # Runs, signals and focus-horizon reconciliations by agent for the per-agent processor.
     TopicSpec(
         "agent-input",
         "agent",
         AGENT_PARTITIONS,
         "internal",
-        frozenset({"run.completed", "signal.emitted"}),
+        frozenset(
+            {"run.completed", "signal.emitted", "signal.reconciled", "policy.updated"}
+            | _KILL_TYPES
+            | {"allocation.updated"}
+        ),
     ),
     # Everything the single fleet-level processor needs, in one total order.
     TopicSpec(
@@ -87,7 +93,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "fleet",
         FLEET_PARTITIONS,
         "internal",
-        frozenset({"signal.reconciled", "agent.assessed", "regime.changed"}),
+        frozenset(
+            {"signal.reconciled", "agent.assessed", "regime.changed", "policy.updated"}
+            | _KILL_TYPES
+        ),
     ),
 )
 

@@ -8,6 +8,7 @@ the policy that was in force then, not today's.
 
 from __future__ import annotations
 
+import uuid
 from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,6 +27,10 @@ DEFAULT_POLICY_FILE = Path(__file__).parent / "config" / "policy-v1.json"
 
 E = TypeVar("E", bound=Event)
 
+# Allocation ids remembered to drop redeliveries: at-least-once redelivers seconds of
+# traffic, a handful of allocations.
+ALLOCATION_IDS_KEPT = 64
+
 
 @lru_cache(maxsize=1)
 def default_policy() -> Policy:
@@ -39,6 +44,7 @@ class FleetState(WireModel):
     kills: KillList = Field(default_factory=KillList)
     # The latest allocation in log order: what the execution gate sizes orders with.
     allocation: AllocationUpdated | None = None
+    allocation_ids: tuple[uuid.UUID, ...] = ()  # the last ALLOCATION_IDS_KEPT folded
 
 
 def _with_change(changes: tuple[E, ...], change: E) -> tuple[E, ...]:
@@ -54,15 +60,32 @@ def _latest_at(changes: Sequence[E], at: datetime) -> E | None:
 
 
 def apply_fleet_event(state: FleetState, event: Event) -> FleetState:
+    """Fold one fleet fact; a fact already folded returns the very same state object, so a
+    processor can tell a redelivery from news."""
     if isinstance(event, PolicyUpdated):
-        return state.model_copy(update={"policies": _with_change(state.policies, event)})
+        policies = _with_change(state.policies, event)
+        return (
+            state if policies is state.policies else state.model_copy(update={"policies": policies})
+        )
     if isinstance(event, RegimeChanged):
-        return state.model_copy(update={"regimes": _with_change(state.regimes, event)})
+        regimes = _with_change(state.regimes, event)
+        return state if regimes is state.regimes else state.model_copy(update={"regimes": regimes})
     if isinstance(event, KillFact):
-        return state.model_copy(update={"kills": apply_kill_fact(state.kills, event)})
+        kills = apply_kill_fact(state.kills, event)
+        return state if kills is state.kills else state.model_copy(update={"kills": kills})
     if isinstance(event, AllocationUpdated):
-        return state.model_copy(update={"allocation": event})
+        return _with_allocation(state, event)
     return state
+
+
+def _with_allocation(state: FleetState, event: AllocationUpdated) -> FleetState:
+    """The latest allocation wins; a redelivered one (seen id, or older than the current)
+    must not bring back weights that were already replaced."""
+    current = state.allocation
+    if event.event_id in state.allocation_ids or (current is not None and event.ts < current.ts):
+        return state
+    ids = (*state.allocation_ids, event.event_id)[-ALLOCATION_IDS_KEPT:]
+    return state.model_copy(update={"allocation": event, "allocation_ids": ids})
 
 
 def weight_of(state: FleetState, agent: str) -> float:

@@ -5,14 +5,17 @@ Every source topic has exactly one intake agent; it validates each record
 One intake per topic means a poison record is rejected once, not once per reader.
 
     signals ─┬─> reconcile-input (by symbol) ─> reconcile_signals ─> reconciled, unreconciled
-    prices ──┘                                                          │
-    runs ────┬─> agent-input (by agent) ──┬─> assess_agents <───────────┘
-    signals ─┘                            │     ├─> confidence, decisions, kills (auto), orders
-                                          │     └─> fleet-input (assessments, reconciliations)
-    regimes ───> fleet-input ─────────────┴──> supervise_fleet ─> allocations, kills (breach,
-                                                                   strategy classes)
+    prices ──┘                                            │ focus horizon
+    runs ────┬─> agent-input (by agent) <─────────────────┘
+    signals ─┘         │
+                       └─> assess_agents ─> confidence, decisions, kills (auto), orders,
+                                            fleet-input (assessments, trades)
+    fleet-input ─> supervise_fleet ─> allocations, kills (breach, strategy classes)
     commands ──> verify (HMAC, freshness, nonce) ─> kills (operator) | deadletter
-    policy, regimes, kills, allocations ──> FleetView in every worker (read side)
+    relays: policy ──> every partition of reconcile-input, agent-input, fleet-input
+            kills ───> every partition of agent-input, fleet-input
+            allocations ─> every partition of agent-input;  regimes ─> fleet-input
+    policy, regimes, kills, allocations ──> FleetView (SDK guards, timed expiry, views)
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from typing import Any
 import faust
 
 from schemas.envelope import Event
-from schemas.topics import CATALOGUE, TopicSpec
+from schemas.topics import CATALOGUE, TopicSpec, topic
 from streams.agents.faust_agents import register_agent_processor
 from streams.deadletter import accepted_events
 from streams.fleet_view import FleetView
+from streams.processing import FACTS_FOR_INPUT, Routed
+from streams.processor_shell import send_routed
 from streams.reconcile.faust_agents import register_reconcile
 from streams.settings import Settings
 from streams.supervisor.commands import load_keyring
@@ -37,6 +42,8 @@ from streams.supervisor.faust_agents import register_supervisor
 # A handler gets the Faust message (topic, partition, offset) and the decoded event.
 Handler = Callable[[Any, Event], Awaitable[None]]
 Handlers = dict[str, list[Handler]]
+# Derived fleet topics read back by a relay (the processors decide from them).
+RELAYED_DERIVED = ("kills", "allocations")
 
 
 def register_intake(
@@ -50,14 +57,37 @@ def register_intake(
     app.agent(topic, name=f"intake_{spec.name.replace('-', '_')}")(intake)
 
 
+def register_fleet_relays(app: faust.App, topics: dict[str, Any], handlers: Handlers) -> None:
+    """Broadcast each fleet fact onto every partition of each processor input that needs it.
+
+    Policy and regimes arrive through their intakes; kills and allocations, written by
+    the processors themselves, get a relay agent of their own.
+    """
+    for fact_topic in ("policy", "regimes", "kills", "allocations"):
+        targets = [name for name, facts in FACTS_FOR_INPUT.items() if fact_topic in facts]
+
+        async def broadcast(message: Any, event: Event, targets: list[str] = targets) -> None:
+            await send_routed(
+                topics,
+                (
+                    Routed(name, b"fleet", event, partition)
+                    for name in targets
+                    for partition in range(topic(name).partitions)
+                ),
+            )
+
+        handlers[fact_topic].append(broadcast)
+
+
 def register_topology(app: faust.App, topics: dict[str, Any], settings: Settings) -> FleetView:
     fleet = FleetView(settings.bootstrap_servers(), settings.topic_prefix)
     app.task(fleet.run_forever)
     handlers: Handlers = defaultdict(list)
-    register_reconcile(app, topics, handlers, fleet)
+    register_reconcile(app, topics, handlers)
     register_agent_processor(app, topics, handlers, fleet, settings, PaperBroker())
     register_supervisor(app, topics, handlers, fleet, load_keyring(settings.keyring_source()))
+    register_fleet_relays(app, topics, handlers)
     for spec in CATALOGUE:
-        if spec.origin == "source":
+        if spec.origin == "source" or spec.name in RELAYED_DERIVED:
             register_intake(app, spec, topics[spec.name], handlers[spec.name], topics["deadletter"])
     return fleet

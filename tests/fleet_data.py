@@ -13,7 +13,7 @@ from projections.agents import AgentProjection, project_agents
 from schemas.envelope import Event, derived_event_id
 from schemas.events import PriceObserved, RunCompleted, SignalEmitted
 from streams.fleet_state import default_policy
-from streams.reconcile.faust_agents import outcome_event
+from streams.reconcile.processor import outcome_event
 from streams.reconcile.rule import SymbolBook, apply_event
 
 START = datetime(2023, 1, 2, tzinfo=UTC)

@@ -32,6 +32,8 @@ from streams.supervisor.execution import TradingMode, order_for_signal
 from streams.supervisor.kill_list import is_killed, kill_reason
 
 PRODUCER = "metasup.agents"
+# At-least-once redelivers seconds of traffic; a producer's retry comes within minutes.
+SIGNAL_IDS_KEPT = 256
 
 
 class AgentState(WireModel):
@@ -46,6 +48,9 @@ class AgentState(WireModel):
     unseen_kill_id: uuid.UUID | None = None
     # Assessments sent so far: their order for the fleet processor (times can tie).
     assessments: int = 0
+    # The last SIGNAL_IDS_KEPT signals answered with an order: a redelivered signal must not
+    # reach a live broker twice.
+    signal_ids: tuple[uuid.UUID, ...] = ()
 
     @classmethod
     def start(cls, agent: str, policy: Policy) -> AgentState:
@@ -99,8 +104,14 @@ def apply_agent_event(
     """Fold one event of this agent; return the new state and the events to emit."""
     policy = policy_at(fleet, event.ts)
     if isinstance(event, SignalEmitted):
-        if event.strategy_class and not state.strategy_class:
-            state = state.model_copy(update={"strategy_class": event.strategy_class})
+        if event.event_id in state.signal_ids:
+            return state, []
+        state = state.model_copy(
+            update={
+                "strategy_class": state.strategy_class or event.strategy_class,
+                "signal_ids": (*state.signal_ids, event.event_id)[-SIGNAL_IDS_KEPT:],
+            }
+        )
         window = stats_at(
             state.stats,
             max(event.ts, state.stats.watermark or event.ts),

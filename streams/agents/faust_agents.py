@@ -1,13 +1,11 @@
-"""The per-agent processor in Faust: stats, confidence, decisions and order intents.
-
-It reads `agent-input` (runs and signals, re-keyed by agent by their intake
-agents) and `reconciled` (keyed by agent by the reconcile processor); both have
-the same partition count, so Faust gives one worker partition p of both, and the
-agent's state (table `agent-state`) lives on that partition.
+"""The per-agent processor in Faust: the intakes re-key runs and signals by agent onto
+`agent-input`, the processor there is `streams.agents.processor`, and two web views
+show the live states of the partitions this worker owns.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -15,14 +13,16 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from schemas.envelope import Event
-from schemas.events import OrderIntent, RunCompleted, SignalEmitted, SignalReconciled
+from schemas.events import OrderIntent, RunCompleted, SignalEmitted
 from schemas.topics import topic
-from streams.agents.assess import AgentState, apply_agent_event
+from streams.agents.assess import AgentState
+from streams.agents.processor import AgentProcessor
 from streams.agents.stats import stats_at
-from streams.deadletter import accepted_events
 from streams.fleet_state import policy_at
 from streams.fleet_view import FleetView
-from streams.outputs import FaustTopics, forward, send_events
+from streams.outputs import FaustTopics, forward
+from streams.processing import Routed
+from streams.processor_shell import ProcessorShell
 from streams.settings import Settings
 from streams.sharded_store import ShardedStore
 from streams.supervisor.execution import BrokerAdapter, dispatch
@@ -41,15 +41,6 @@ def register_agent_processor(
     settings: Settings,
     broker: BrokerAdapter,
 ) -> None:
-    states = app.Table(
-        "agent-state",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=topic("agent-input").partitions,
-    )
-
-    store = ShardedStore(states, AgentState, AGENT_SHARDS)
-
     async def to_agent(message: Any, event: Event) -> None:
         assert isinstance(event, RunCompleted | SignalEmitted)
         await forward(topics, "agent-input", event.agent, event)
@@ -57,32 +48,24 @@ def register_agent_processor(
     handlers["runs"].append(to_agent)
     handlers["signals"].append(to_agent)
 
-    channel = app.topic(
-        settings.topic("agent-input"),
-        settings.topic("reconciled"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+    def route_orders(outputs: list[Routed]) -> list[Routed]:
+        """Live orders go to the broker adapter here, at the edge, after the pure step."""
+        return [
+            replace(o, event=dispatch(o.event, broker)) if isinstance(o.event, OrderIntent) else o
+            for o in outputs
+        ]
+
+    shell = ProcessorShell(
+        app, topics, AgentProcessor(settings.trading_mode), AGENT_SHARDS, route_orders
     )
-    expected = topic("agent-input").types | topic("reconciled").types
+    store = shell.store
+    register_agent_views(app, store, fleet, settings)
 
-    async def assess_agents(stream: Any) -> None:
-        await fleet.ready.wait()
-        async for _message, event in accepted_events(stream, expected, topics["deadletter"]):
-            assert isinstance(event, RunCompleted | SignalEmitted | SignalReconciled)
-            key = event.agent.encode()
-            state = store.load(key) or AgentState.start(
-                event.agent, policy_at(fleet.state, event.ts)
-            )
-            new_state, outputs = apply_agent_event(state, event, fleet.state, settings.trading_mode)
-            outputs = [dispatch(o, broker) if isinstance(o, OrderIntent) else o for o in outputs]
-            await send_events(topics, outputs)
-            if isinstance(event, SignalReconciled) and new_state.stats is not state.stats:
-                await forward(topics, "fleet-input", "fleet", event)
-            store.save(key, new_state)
 
-    app.agent(channel, name="assess_agents")(assess_agents)
+def register_agent_views(
+    app: faust.App, store: ShardedStore[AgentState], fleet: FleetView, settings: Settings
+) -> None:
+    """`/agents/` and `/agents/{agent}/`: the live table of the partitions this worker owns."""
 
     def view_of(state: AgentState) -> dict[str, Any]:
         at = state.stats.watermark

@@ -1,7 +1,8 @@
 """The supervisor in Faust: the fleet processor, operator commands, timed kill expiry.
 
 `fleet-input` and `commands` have one partition each, so exactly one worker runs
-each of these processors at a time, in one total order.
+each of these processors at a time, in one total order. The fleet processor's
+rule is `streams.supervisor.fleet.FleetProcessor`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ import faust
 
 from schemas.codec import encode_event
 from schemas.envelope import Event
-from schemas.events import OperatorCommand, RegimeChanged
+from schemas.events import OperatorCommand
 from schemas.topics import topic
-from streams.deadletter import accepted_events, rejection
+from streams.deadletter import rejection
 from streams.fleet_view import FleetView
-from streams.outputs import FaustTopics, forward, send_events
-from streams.sharded_store import ShardedStore
+from streams.outputs import FaustTopics, send_events
+from streams.processor_shell import ProcessorShell
 from streams.supervisor.commands import CommandGate, Keyring, apply_command
-from streams.supervisor.fleet import FleetBook, apply_fleet_input
+from streams.supervisor.fleet import FleetProcessor
 from streams.supervisor.kill_list import expired
 
 Handlers = dict[str, list[Any]]
-FLEET_KEY = b"fleet"
 GATE_KEY = b"gate"
 # Portfolio window, class trades (per day) and agent assessments (per agent) are stored
 # apart from the head (see streams.sharded_store).
@@ -39,31 +39,10 @@ FLEET_SHARDS = {
 def register_supervisor(
     app: faust.App, topics: FaustTopics, handlers: Handlers, fleet: FleetView, keyring: Keyring
 ) -> None:
-    books = app.Table(
-        "fleet-book", key_type=bytes, value_type=bytes, partitions=topic("fleet-input").partitions
-    )
+    ProcessorShell(app, topics, FleetProcessor(), FLEET_SHARDS)
     gates = app.Table(
         "command-gate", key_type=bytes, value_type=bytes, partitions=topic("commands").partitions
     )
-
-    store = ShardedStore(books, FleetBook, FLEET_SHARDS)
-
-    async def to_fleet(message: Any, event: Event) -> None:
-        assert isinstance(event, RegimeChanged)
-        await forward(topics, "fleet-input", "fleet", event)
-
-    handlers["regimes"].append(to_fleet)
-
-    async def supervise_fleet(stream: Any) -> None:
-        await fleet.ready.wait()
-        spec = topic("fleet-input")
-        async for _message, event in accepted_events(stream, spec.types, topics["deadletter"]):
-            book = store.load(FLEET_KEY) or FleetBook()
-            new_book, outputs = apply_fleet_input(book, event, fleet.state)
-            await send_events(topics, outputs)
-            store.save(FLEET_KEY, new_book)
-
-    app.agent(topics["fleet-input"], name="supervise_fleet")(supervise_fleet)
 
     async def verify_command(message: Any, event: Event) -> None:
         assert isinstance(event, OperatorCommand)

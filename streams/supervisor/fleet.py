@@ -16,10 +16,18 @@ from datetime import datetime, timedelta
 from pydantic import Field
 
 from schemas.envelope import Event, WireModel
-from schemas.events import AgentAssessed, Decision, RegimeChanged, SignalReconciled
+from schemas.events import (
+    AgentAssessed,
+    Decision,
+    KillFact,
+    PolicyUpdated,
+    RegimeChanged,
+    SignalReconciled,
+)
 from schemas.policy import Policy
 from streams.agents.stats import StatsState, apply_event, stats_at
 from streams.fleet_state import FleetState, policy_at, regime_at
+from streams.processing import Routed, routed
 from streams.supervisor.allocation import (
     AllocationResult,
     allocate,
@@ -35,6 +43,7 @@ from streams.supervisor.strategy import (
 )
 
 PORTFOLIO = "portfolio"
+FLEET_KEY = "fleet"
 
 
 class FleetBook(WireModel):
@@ -158,7 +167,27 @@ def apply_fleet_input(
         book = book.model_copy(
             update={"agents": {**book.agents, event.agent: event}, "breach_killed": breach_killed}
         )
-    elif not isinstance(event, RegimeChanged):
+    elif not isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
         return book, []
+    # A regime, policy or kill change reallocates at once: `fleet` already holds it.
     book, allocation = _reallocate(book, policy, fleet, at, event)
     return book, emitted + allocation
+
+
+class FleetProcessor:
+    """The fleet processor as a pure step over `fleet-input` (one partition, one order):
+    focus-horizon trades and assessments from the agent processors, and every regime,
+    policy and kill fact from the relays."""
+
+    name = "supervise_fleet"
+    input_topic = "fleet-input"
+    state_model = FleetBook
+
+    def key_of(self, event: Event) -> str | None:
+        return FLEET_KEY
+
+    def step(
+        self, facts: FleetState, state: FleetBook | None, event: Event
+    ) -> tuple[FleetBook, list[Routed]]:
+        book, events = apply_fleet_input(state or FleetBook(), event, facts)
+        return book, routed(events)

@@ -1,0 +1,76 @@
+"""The whole pipeline in memory: source events in, every derived event out, no broker.
+
+It wires the pure processors the way `streams.topology` wires their Faust shells
+(intakes re-key, relays broadcast fleet facts, each processor reads one input in
+order), with one partition per topic and one FIFO of records. Live, the same
+records are spread over partitions and workers; each processor still sees each
+key's records and the facts in the order this run does, so for source events in
+event-time order it decides the same. Used to replay source events fast (a
+what-if under another policy, the benchmarks) and by the functional tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.envelope import Event
+from schemas.topics import topic_for
+from streams.fleet_state import FleetState
+from streams.processing import FACTS_FOR_INPUT, Processor, Routed, apply_input
+from projections.processors import processors
+
+# Where each source topic's intake forwards (relayed fleet facts come from FACTS_FOR_INPUT).
+INTAKE_ROUTES: dict[str, tuple[str, ...]] = {
+    "signals": ("reconcile-input", "agent-input"),
+    "prices": ("reconcile-input",),
+    "runs": ("agent-input",),
+}
+
+
+@dataclass
+class InMemoryPipeline:
+    """Processors with their states; `feed` runs source events through to quiescence."""
+
+    processors: dict[str, Processor[Any]] = field(
+        default_factory=lambda: {p.input_topic: p for p in processors()}
+    )
+    facts: dict[str, FleetState] = field(default_factory=dict)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    emitted: list[Routed] = field(default_factory=list)
+
+    def feed(self, events: Iterable[Event]) -> list[Routed]:
+        """Process source events in the given order; return the derived events they caused."""
+        start = len(self.emitted)
+        queue: deque[Routed] = deque()
+        for event in events:
+            queue.append(Routed(topic_for(event).name, b"", event))
+            while queue:
+                self._deliver(queue.popleft(), queue)
+        return self.emitted[start:]
+
+    def _deliver(self, record: Routed, queue: deque[Routed]) -> None:
+        processor = self.processors.get(record.topic)
+        if processor is not None:
+            self._process(processor, record.event, queue)
+            return
+        for target in INTAKE_ROUTES.get(record.topic, ()):
+            queue.append(Routed(target, b"", record.event))
+        for target, relayed in FACTS_FOR_INPUT.items():
+            if record.topic in relayed:
+                queue.append(Routed(target, b"fleet", record.event))
+
+    def _process(self, processor: Processor[Any], event: Event, queue: deque[Routed]) -> None:
+        name = processor.input_topic
+        states = self.states.setdefault(name, {})
+        result = apply_input(processor, self.facts.get(name, FleetState()), states.get, event)
+        self.facts[name] = result.facts
+        if result.key is not None:
+            states[result.key] = result.state
+        for out in result.outputs:
+            if out.topic not in self.processors:
+                self.emitted.append(out)
+            queue.append(out)
+

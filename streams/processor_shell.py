@@ -1,0 +1,77 @@
+"""The Faust shell around a pure processor: load, step, emit, store. Nothing else.
+
+State lives in two changelog-backed tables per processor: the per-key states
+(sharded, see `streams.sharded_store`) and the fleet facts of each input
+partition. A Faust table writes each update to the changelog partition of the
+record being processed, so the facts of partition p are recovered with p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import faust
+from pydantic import BaseModel
+
+from schemas.codec import encode_event
+from schemas.topics import topic
+from streams.deadletter import accepted_events
+from streams.fleet_state import FleetState
+from streams.processing import Processor, Routed, apply_input
+from streams.sharded_store import ShardedStore, ShardSpec
+
+S = TypeVar("S", bound=BaseModel)
+FaustTopics = dict[str, Any]
+# Last-moment change of outputs at the edge (e.g. routing live orders to a broker).
+OutputHook = Callable[[list[Routed]], list[Routed]]
+
+
+async def send_routed(topics: FaustTopics, outputs: Iterable[Routed]) -> None:
+    for out in outputs:
+        await topics[out.topic].send(
+            key=out.key, value=encode_event(out.event), partition=out.partition
+        )
+
+
+class ProcessorShell(Generic[S]):
+    """Registers the processor's Faust agent and tables; exposes its store to the views."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        topics: FaustTopics,
+        processor: Processor[S],
+        shards: ShardSpec,
+        on_outputs: OutputHook | None = None,
+    ) -> None:
+        spec = topic(processor.input_topic)
+        partitions = spec.partitions
+        states = app.Table(
+            f"{processor.name}-state", key_type=bytes, value_type=bytes, partitions=partitions
+        )
+        facts = app.Table(
+            f"{processor.name}-facts", key_type=bytes, value_type=bytes, partitions=partitions
+        )
+        self.store: ShardedStore[S] = ShardedStore(states, processor.state_model, shards)
+        self.facts: ShardedStore[FleetState] = ShardedStore(facts, FleetState, {})
+        self.processor = processor
+
+        async def process(stream: Any) -> None:
+            async for message, event in accepted_events(stream, spec.types, topics["deadletter"]):
+                facts_key = b"partition-%d" % message.partition
+                facts = self.facts.load(facts_key) or FleetState()
+                result = apply_input(processor, facts, self.load, event)
+                outputs = on_outputs(result.outputs) if on_outputs else result.outputs
+                # Emit first, then store: a crash in between re-emits the same ids
+                # (deduplicated downstream) instead of losing them.
+                await send_routed(topics, outputs)
+                if result.facts is not facts:
+                    self.facts.save(facts_key, result.facts)
+                if result.key is not None and result.state is not None:
+                    self.store.save(result.key.encode(), result.state)
+
+        app.agent(topics[processor.input_topic], name=processor.name)(process)
+
+    def load(self, key: str) -> S | None:
+        return self.store.load(key.encode())
