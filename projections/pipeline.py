@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from projections.processors import processors
 from schemas.envelope import Event
 from schemas.topics import topic_for
 from streams.fleet_state import FleetState
 from streams.processing import FACTS_FOR_INPUT, Processor, Routed, apply_input
-from projections.processors import processors
 
 # Where each source topic's intake forwards (relayed fleet facts come from FACTS_FOR_INPUT).
 INTAKE_ROUTES: dict[str, tuple[str, ...]] = {
@@ -73,4 +73,3 @@ class InMemoryPipeline:
             if out.topic not in self.processors:
                 self.emitted.append(out)
             queue.append(out)
-
