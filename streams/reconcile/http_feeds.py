@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import requests
 
+from schemas.clock import Clock, utc_now
 from schemas.envelope import format_utc, to_utc
 from schemas.events import PriceObserved
 from streams.reconcile.candles import (
@@ -38,12 +39,6 @@ DEFAULT_BINANCE_URL = "https://api.binance.com"
 DEFAULT_COINBASE_URL = "https://api.exchange.coinbase.com"
 
 Sleep = Callable[[float], None]
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The default clock; tests and replays pass their own."""
-    return datetime.now(UTC)
 
 
 class ExchangeError(Exception):

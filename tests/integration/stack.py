@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaProducer
 from projections.log import events, read_broker
 from schemas.codec import encode_event
 from schemas.envelope import Event
+from schemas.topics import key_for, topic_for
 from streams.broker.admin import catalogue_partitions, ensure_topics
 from streams.broker.embedded import EmbeddedBroker, free_port
-from streams.sdk.publisher import key_for, topic_for
 from streams.settings import Settings
 from streams.stack import WorkerProcess
 from tests.conftest import eventually
