@@ -52,6 +52,7 @@ from schemas.envelope import Event
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.topics import CATALOGUE
 from streams.agents.assess import AgentState, apply_agent_event
+from streams.agents.faust_agents import AGENT_SHARDS
 from streams.broker.admin import ensure_topics
 from streams.broker.consumers import assigned_consumer
 from streams.broker.durable_log import DurableLog, StoredRecord
@@ -60,14 +61,12 @@ from streams.broker.offsets import true_end_offsets
 from streams.broker.restore import restore
 from streams.fleet_state import FleetState, policy_at
 from streams.reconcile.csv_source import DEMO_CSV, read_candles
-from streams.sharded_store import ShardedStore, ShardSpec
+from streams.sharded_store import ShardedStore
 from streams.supervisor.execution import TradingMode
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "var" / "bench.json"
 
-# The split the live agent-state table uses (streams/agents/faust_agents.py AGENT_SHARDS).
-AGENT_SHARDS: ShardSpec = {"stats.window_trades": "day:exit_ts", "stats.window_runs": "day:ts"}
 FLEET = FleetState()
 MODE: TradingMode = "shadow"
 PRODUCER = "bench"

@@ -25,7 +25,7 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.agents import confidence
-from streams.agents.stats import StatsState, apply_event, stats_at
+from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
 from streams.fleet_state import FleetState, policy_at, weight_of
 from streams.supervisor.decide import decide, decision_events
 from streams.supervisor.execution import TradingMode, order_for_signal
@@ -71,11 +71,15 @@ def assess(
     state: AgentState, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[AgentState, list[Event]]:
     """Decide on the current window stats; report the assessment to the fleet processor."""
-    window = stats_at(state.stats, at, policy.thresholds.window_days)
+    days = policy.thresholds.window_days
+    window = rule_stats_at(state.stats, at, days)
     unseen = _pending_auto_kill(state, fleet)
     killed = unseen is not None or is_killed(fleet.kills, state.agent, state.strategy_class, at)
     outcome = decide(state.agent, window, state.confidence.mult, killed, policy)
-    events = decision_events(state.decision, outcome, window, at, cause.event_id)
+    # A decision that changes is reported with the full window figures (tails, IC): only
+    # then, since they cost a pass over the window.
+    reported = window if outcome.decision == state.decision else stats_at(state.stats, at, days)
+    events = decision_events(state.decision, outcome, reported, at, cause.event_id)
     unseen = next((e.event_id for e in events if isinstance(e, AgentKilled)), unseen)
     assessed = AgentAssessed.create(
         event_id=derived_event_id("assessed", state.agent, cause.event_id),
@@ -112,7 +116,7 @@ def apply_agent_event(
                 "signal_ids": (*state.signal_ids, event.event_id)[-SIGNAL_IDS_KEPT:],
             }
         )
-        window = stats_at(
+        window = rule_stats_at(
             state.stats,
             max(event.ts, state.stats.watermark or event.ts),
             policy.thresholds.window_days,

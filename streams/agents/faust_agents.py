@@ -17,7 +17,7 @@ from schemas.events import OrderIntent, RunCompleted, SignalEmitted
 from schemas.topics import topic
 from streams.agents.assess import AgentState
 from streams.agents.processor import AgentProcessor
-from streams.agents.stats import stats_at
+from streams.agents.stats import STATS_SHARDS, stats_at
 from streams.fleet_state import policy_at
 from streams.fleet_view import FleetView
 from streams.outputs import FaustTopics, forward
@@ -30,7 +30,7 @@ from streams.supervisor.execution import BrokerAdapter, dispatch
 Handlers = dict[str, list[Any]]
 
 # The stats window is stored per day (see streams.sharded_store).
-AGENT_SHARDS = {"stats.window_trades": "day:exit_ts", "stats.window_runs": "day:ts"}
+AGENT_SHARDS = {f"stats.{path}": how for path, how in STATS_SHARDS.items()}
 
 
 def register_agent_processor(

@@ -16,6 +16,7 @@ from schemas.codec import encode_event
 from schemas.envelope import Event
 from schemas.events import OperatorCommand
 from schemas.topics import topic
+from streams.agents.stats import STATS_SHARDS
 from streams.deadletter import rejection
 from streams.fleet_view import FleetView
 from streams.outputs import FaustTopics, send_events
@@ -29,8 +30,7 @@ GATE_KEY = b"gate"
 # Portfolio window, class trades (per day) and agent assessments (per agent) are stored
 # apart from the head (see streams.sharded_store).
 FLEET_SHARDS = {
-    "portfolio.window_trades": "day:exit_ts",
-    "portfolio.window_runs": "day:ts",
+    **{f"portfolio.{path}": how for path, how in STATS_SHARDS.items()},
     "class_trades.*": "day:exit_ts",
     "agents": "key",
 }

@@ -25,7 +25,7 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
-from streams.agents.stats import StatsState, apply_event, stats_at
+from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
 from streams.fleet_state import FleetState, policy_at, regime_at
 from streams.processing import Routed, routed
 from streams.supervisor.allocation import (
@@ -102,7 +102,7 @@ def _judge_class(
 def _check_breach(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
+    portfolio = rule_stats_at(book.portfolio, at, policy.thresholds.window_days)
     decisions = {
         name: a.decision for name, a in book.agents.items() if name not in book.breach_killed
     }
@@ -119,20 +119,25 @@ def _check_breach(
 def _reallocate(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
-    result = allocate(
-        {name: a.stats for name, a in book.agents.items()},
-        {name: a.mult for name, a in book.agents.items()},
-        {name: a.decision for name, a in book.agents.items()},
-        fleet.kills,
-        {name: a.strategy_class for name, a in book.agents.items()},
-        regime_at(fleet, at),
-        policy,
-        at,
-        portfolio.cvar95_bps,
-    )
-    if not allocation_changed(book.allocation, result):
+    def allocation(portfolio_cvar_bps: float | None) -> AllocationResult:
+        return allocate(
+            {name: a.stats for name, a in book.agents.items()},
+            {name: a.mult for name, a in book.agents.items()},
+            {name: a.decision for name, a in book.agents.items()},
+            fleet.kills,
+            {name: a.strategy_class for name, a in book.agents.items()},
+            regime_at(fleet, at),
+            policy,
+            at,
+            portfolio_cvar_bps,
+        )
+
+    if not allocation_changed(book.allocation, allocation(None)):
         return book, []
+    # Capital at risk needs the portfolio CVaR, a tail over the whole window: computed only
+    # for an allocation that is emitted.
+    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
+    result = allocation(portfolio.cvar95_bps)
     return book.model_copy(update={"allocation": result}), [
         allocation_event(result, at, cause.event_id)
     ]
