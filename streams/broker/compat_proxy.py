@@ -1,4 +1,4 @@
-"""A pass-through Kafka-protocol proxy in front of Tansu, with two jobs.
+"""A pass-through Kafka-protocol proxy in front of Tansu, with three jobs.
 
 1. Speak to librdkafka. Tansu 0.6.0 ends its ApiVersions v3 response with tagged
    fields (supported and finalized features, ZK migration) that librdkafka 2.0
@@ -8,7 +8,15 @@
 2. Acknowledge only what is durable. Tansu keeps records in memory only; with an
    `ack_gate` (the durable-log recorder's `wait_durable`), a Produce response is
    held until the recorder has stored the acknowledged records, so a producer
-   never gets an ack for a record that a broker crash could lose.
+   never gets an ack for a record that a broker crash could lose. One wait covers
+   every partition of the response, up to the last record of each batch.
+3. Tell the true end offsets. Tansu's ListOffsets answers the first offset of the
+   last batch + 1 for multi-record batches (BROKER-NOTES defect 1), which is what
+   forced one record per batch on every producer. The proxy sees every Produce
+   request (records per batch) and response (base offset), and every Fetch high
+   watermark, so it knows the true end of each partition and raises the latest
+   offset (timestamp -1) of a ListOffsets answer to it. Earliest (-2) and timestamp
+   lookups pass through: Tansu answers them right.
 
 Every other byte passes through untouched. The broker advertises the proxy's
 address, so all clients connect through it.
@@ -18,18 +26,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 PRODUCE = 0
+FETCH = 1
+LIST_OFFSETS = 2
 API_VERSIONS = 18
 FIRST_FLEXIBLE_API_VERSIONS = 3
 FIRST_FLEXIBLE_PRODUCE = 9
+FIRST_FLEXIBLE_FETCH = 12
+FIRST_FLEXIBLE_LIST_OFFSETS = 6
+LATEST = -1
 
-# Waits until the record at (topic, partition, offset) is durable.
-AckGate = Callable[[str, int, int], Coroutine[Any, Any, None]]
+log = logging.getLogger(__name__)
+
+# Waits until every record below `end` of each (topic, partition, end) is durable;
+# raises if that cannot happen (the ack must then not be sent).
+AckGate = Callable[[list[tuple[str, int, int]]], Coroutine[Any, Any, None]]
 
 
 def read_uvarint(data: bytes, at: int) -> tuple[int, int]:
@@ -123,15 +141,216 @@ def produce_offsets(payload: bytes, version: int) -> list[tuple[str, int, int, i
     return found
 
 
+def _request_body(payload: bytes, flexible_header: bool) -> int:
+    """Where a request body starts: after api key, version, correlation id, client id
+    (a classic nullable string even in flexible versions) and, if flexible, header tags."""
+    (size,) = struct.unpack_from(">h", payload, 8)
+    at = 10 + max(size, 0)
+    return skip_tags(payload, at) if flexible_header else at
+
+
+def _batch_record_counts(records: bytes) -> int | None:
+    """Records in a v2 record-batch sequence (lastOffsetDelta + 1 per batch); None if any
+    batch is an old-format message set, whose count the proxy does not work out."""
+    count = at = 0
+    while at + 23 <= len(records):
+        (length,) = struct.unpack_from(">i", records, at + 8)
+        if records[at + 16] != 2:
+            return None
+        (last_delta,) = struct.unpack_from(">i", records, at + 23)
+        count += last_delta + 1
+        at += 12 + length
+    return count
+
+
+def produce_request_counts(payload: bytes, version: int) -> tuple[int, dict[tuple[str, int], int]]:
+    """(acks, records per (topic, partition)) of a Produce request; a partition whose count
+    cannot be read (old message format) is left out."""
+    flexible = version >= FIRST_FLEXIBLE_PRODUCE
+    reader = _Reader(payload, _request_body(payload, flexible), flexible)
+    if version >= 3:
+        reader.string()  # transactional_id
+    acks = reader.fixed(">h")
+    reader.fixed(">i")  # timeout_ms
+    counts: dict[tuple[str, int], int] = {}
+    for _ in range(reader.count()):
+        topic = reader.string() or ""
+        for _ in range(reader.count()):
+            partition = reader.fixed(">i")
+            size = reader.count() if flexible else reader.fixed(">i")
+            if size > 0:
+                records = reader.data[reader.at : reader.at + size]
+                reader.at += size
+                counted = _batch_record_counts(records)
+                if counted is not None:
+                    counts[(topic, partition)] = counted
+            reader.tags()
+        reader.tags()
+    return acks, counts
+
+
+def list_offsets_latest(payload: bytes, version: int) -> set[tuple[str, int]]:
+    """The partitions a ListOffsets request asks the latest offset (timestamp -1) of."""
+    flexible = version >= FIRST_FLEXIBLE_LIST_OFFSETS
+    reader = _Reader(payload, _request_body(payload, flexible), flexible)
+    reader.fixed(">i")  # replica_id
+    if version >= 2:
+        reader.fixed(">b")  # isolation_level
+    latest: set[tuple[str, int]] = set()
+    for _ in range(reader.count()):
+        topic = reader.string() or ""
+        for _ in range(reader.count()):
+            partition = reader.fixed(">i")
+            if version >= 4:
+                reader.fixed(">i")  # current_leader_epoch
+            timestamp = reader.fixed(">q")
+            if version == 0:
+                reader.fixed(">i")  # max_num_offsets
+            if timestamp == LATEST:
+                latest.add((topic, partition))
+            reader.tags()
+        reader.tags()
+    return latest
+
+
+def rewrite_list_offsets(
+    payload: bytes, version: int, latest: set[tuple[str, int]], ends: dict[tuple[str, int], int]
+) -> bytes:
+    """Raise each latest offset the broker answered to the true end the proxy has seen.
+
+    Tansu answers the first offset of the last batch + 1 (BROKER-NOTES defect 1), never
+    more than the truth, and the proxy's ends come only from this broker's own answers
+    (acknowledged produces, fetch high watermarks): the larger of the two is right. The
+    offsets are fixed-width, so they are patched in place."""
+    flexible = version >= FIRST_FLEXIBLE_LIST_OFFSETS
+    out = bytearray(payload)
+    reader = _Reader(payload, 4, flexible)
+    reader.tags()
+    if version >= 2:
+        reader.fixed(">i")  # throttle_time_ms
+    for _ in range(reader.count()):
+        topic = reader.string() or ""
+        for _ in range(reader.count()):
+            partition, error = reader.fixed(">i"), reader.fixed(">h")
+            key = (topic, partition)
+            if version == 0:
+                offsets = reader.count()
+                at = reader.at
+                reader.at += 8 * max(offsets, 0)
+            else:
+                reader.fixed(">q")  # timestamp
+                at = reader.at
+                reader.fixed(">q")
+                offsets = 1
+            if version >= 4:
+                reader.fixed(">i")  # leader_epoch
+            reader.tags()
+            if error == 0 and offsets > 0 and key in latest and key in ends:
+                (reported,) = struct.unpack_from(">q", payload, at)
+                if ends[key] > reported:
+                    struct.pack_into(">q", out, at, ends[key])
+        reader.tags()
+    return bytes(out)
+
+
+def fetch_high_watermarks(payload: bytes, version: int) -> list[tuple[str, int, int]]:
+    """(topic, partition, high watermark) of each partition without error in a Fetch
+    response (v13+ name topics by id only: nothing is returned for those)."""
+    if version >= 13:
+        return []
+    flexible = version >= FIRST_FLEXIBLE_FETCH
+    reader = _Reader(payload, 4, flexible)
+    reader.tags()
+    if version >= 1:
+        reader.fixed(">i")  # throttle_time_ms
+    if version >= 7:
+        reader.fixed(">h")  # error_code
+        reader.fixed(">i")  # session_id
+    found: list[tuple[str, int, int]] = []
+    for _ in range(reader.count()):
+        topic = reader.string() or ""
+        for _ in range(reader.count()):
+            partition, error, high_watermark = (
+                reader.fixed(">i"),
+                reader.fixed(">h"),
+                reader.fixed(">q"),
+            )
+            if version >= 4:
+                reader.fixed(">q")  # last_stable_offset
+            if version >= 5:
+                reader.fixed(">q")  # log_start_offset
+            if version >= 4:
+                for _ in range(max(reader.count(), 0)):  # aborted transactions
+                    reader.fixed(">q")
+                    reader.fixed(">q")
+                    reader.tags()
+            if version >= 11:
+                reader.fixed(">i")  # preferred_read_replica
+            size = reader.count() if flexible else reader.fixed(">i")
+            reader.at += max(size, 0)
+            reader.tags()
+            if error == 0 and high_watermark >= 0:
+                found.append((topic, partition, high_watermark))
+        reader.tags()
+    return found
+
+
+@dataclass
+class _Pending:
+    api_key: int
+    version: int
+    # Produce: records per partition; ListOffsets: the partitions asked for their latest.
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    latest: set[tuple[str, int]] = field(default_factory=set)
+
+
+class EndOffsets:
+    """The true end of each partition as far as the proxy has seen: the base offset plus
+    the record count of every acknowledged produce, and every fetch high watermark.
+    Only ever raised; reset when the broker behind the proxy is replaced."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}
+
+    def saw(self, topic: str, partition: int, end: int) -> None:
+        key = (topic, partition)
+        if end > self.ends.get(key, -1):
+            self.ends[key] = end
+
+    def reset(self) -> None:
+        self.ends = {}
+
+
+def _note_request(payload: bytes, requests: dict[int, _Pending]) -> None:
+    api_key, api_version, correlation_id = struct.unpack(">hhi", payload[:8])
+    if api_key == PRODUCE:
+        try:
+            acks, counts = produce_request_counts(payload, api_version)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            log.warning(
+                "could not read a Produce v%d request; acks wait per base offset", api_version
+            )
+            acks, counts = -1, {}
+        if acks != 0:  # acks=0: the broker sends no response
+            requests[correlation_id] = _Pending(api_key, api_version, counts=counts)
+    elif api_key == LIST_OFFSETS:
+        try:
+            latest = list_offsets_latest(payload, api_version)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            log.warning("could not read a ListOffsets v%d request; passed through", api_version)
+            latest = set()
+        requests[correlation_id] = _Pending(api_key, api_version, latest=latest)
+    elif api_key in (API_VERSIONS, FETCH):
+        requests[correlation_id] = _Pending(api_key, api_version)
+
+
 async def _copy_requests(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requests: dict[int, tuple[int, int]]
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requests: dict[int, _Pending]
 ) -> None:
     while True:
         header = await reader.readexactly(4)
         payload = await reader.readexactly(struct.unpack(">i", header)[0])
-        api_key, api_version, correlation_id = struct.unpack(">hhi", payload[:8])
-        if api_key in (PRODUCE, API_VERSIONS):
-            requests[correlation_id] = (api_key, api_version)
+        _note_request(payload, requests)
         writer.write(header + payload)
         await writer.drain()
 
@@ -139,20 +358,46 @@ async def _copy_requests(
 async def _copy_responses(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    requests: dict[int, tuple[int, int]],
+    requests: dict[int, _Pending],
     gate: Callable[[], AckGate | None],
+    ends: EndOffsets,
 ) -> None:
     while True:
         header = await reader.readexactly(4)
         payload = await reader.readexactly(struct.unpack(">i", header)[0])
-        api_key, version = requests.pop(struct.unpack(">i", payload[:4])[0], (-1, -1))
-        if api_key == API_VERSIONS and version >= FIRST_FLEXIBLE_API_VERSIONS:
+        pending = requests.pop(struct.unpack(">i", payload[:4])[0], None)
+        if pending is None:
+            pass
+        elif pending.api_key == API_VERSIONS and pending.version >= FIRST_FLEXIBLE_API_VERSIONS:
             payload = strip_api_versions_tags(payload)
             header = struct.pack(">i", len(payload))
-        elif api_key == PRODUCE and (wait_durable := gate()) is not None:
-            for topic, partition, error, base_offset in produce_offsets(payload, version):
+        elif pending.api_key == PRODUCE:
+            acked: list[tuple[str, int, int]] = []
+            for topic, partition, error, base_offset in produce_offsets(payload, pending.version):
                 if error == 0 and base_offset >= 0:
-                    await wait_durable(topic, partition, base_offset)
+                    count = pending.counts.get((topic, partition))
+                    end = base_offset + (count if count else 1)
+                    acked.append((topic, partition, end))
+            if acked and (wait_durable := gate()) is not None:
+                # Raises if the records cannot be made durable: the connection then
+                # closes without the ack and the producer retries (nothing is lost).
+                await wait_durable(acked)
+            for topic, partition, end in acked:
+                if pending.counts.get((topic, partition)):
+                    ends.saw(topic, partition, end)
+        elif pending.api_key == FETCH:
+            with contextlib.suppress(struct.error, IndexError, UnicodeDecodeError):
+                for topic, partition, high_watermark in fetch_high_watermarks(
+                    payload, pending.version
+                ):
+                    ends.saw(topic, partition, high_watermark)
+        elif pending.api_key == LIST_OFFSETS and pending.latest:
+            try:
+                payload = rewrite_list_offsets(payload, pending.version, pending.latest, ends.ends)
+            except (struct.error, IndexError, UnicodeDecodeError):
+                log.warning(
+                    "could not read a ListOffsets v%d response; passed through", pending.version
+                )
         writer.write(header + payload)
         await writer.drain()
 
@@ -169,6 +414,15 @@ class CompatProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._gate: tuple[AckGate, asyncio.AbstractEventLoop] | None = None
+        self.end_offsets = EndOffsets()
+
+    def broker_replaced(self) -> None:
+        """A new (empty or restored) broker is behind the proxy: forget the old ends."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            self.end_offsets.reset()
+        else:
+            loop.call_soon_threadsafe(self.end_offsets.reset)
 
     def set_ack_gate(self, gate: AckGate | None) -> None:
         """Hold Produce acks on `gate`, which runs on the caller's loop (None: release)."""
@@ -179,10 +433,8 @@ class CompatProxy:
             return None
         gate, loop = self._gate
 
-        async def on_gate_loop(topic: str, partition: int, offset: int) -> None:
-            await asyncio.wrap_future(
-                asyncio.run_coroutine_threadsafe(gate(topic, partition, offset), loop)
-            )
+        async def on_gate_loop(ends: list[tuple[str, int, int]]) -> None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gate(ends), loop))
 
         return on_gate_loop
 
@@ -222,11 +474,13 @@ class CompatProxy:
         except OSError:
             client_writer.close()
             return
-        requests: dict[int, tuple[int, int]] = {}
+        requests: dict[int, _Pending] = {}
         directions = [
             asyncio.create_task(_copy_requests(client_reader, broker_writer, requests)),
             asyncio.create_task(
-                _copy_responses(broker_reader, client_writer, requests, self._current_gate)
+                _copy_responses(
+                    broker_reader, client_writer, requests, self._current_gate, self.end_offsets
+                )
             ),
         ]
         # Either side closing ends the connection, as it would without the proxy.

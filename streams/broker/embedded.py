@@ -64,6 +64,7 @@ class EmbeddedBroker:
             await self.proxy.start()
         else:
             self.proxy.upstream_port = self.internal_port
+            self.proxy.broker_replaced()
         await self.wait_ready(timeout_s)
 
     def spawn(self) -> None:
