@@ -11,6 +11,7 @@ shows them, so a re-evaluation before that never emits a second copy.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from datetime import datetime, timedelta
 
 from pydantic import Field
@@ -61,16 +62,21 @@ def _window_start(policy: Policy, at: datetime) -> datetime | None:
     return None if days == 0 else at - timedelta(days=days)
 
 
+def _exit_ts(trade: ClassTrade) -> datetime:
+    return trade.exit_ts
+
+
 def _add_class_trade(book: FleetBook, rec: SignalReconciled, policy: Policy) -> FleetBook:
     if rec.strategy_class is None:
         return book
     start = _window_start(policy, rec.exit_ts)
     trade = ClassTrade(exit_ts=rec.exit_ts, pnl_bps=rec.realized_pnl_bps, regime=rec.regime)
-    kept = tuple(
-        t
-        for t in (*book.class_trades.get(rec.strategy_class, ()), trade)
-        if start is None or t.exit_ts > start
-    )
+    # Kept in exit-time order, so the trades the window left are a prefix: a bisect, not a
+    # pass over the window, on every trade.
+    trades = list(book.class_trades.get(rec.strategy_class, ()))
+    insort(trades, trade, key=_exit_ts)
+    first = 0 if start is None else bisect_right(trades, start, key=_exit_ts)
+    kept = tuple(trades[first:])
     return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: kept}})
 
 
