@@ -24,11 +24,13 @@ import hashlib
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import date
+from itertools import compress
+from operator import is_not
 from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel
-from pydantic_core import to_json
+from pydantic_core import to_json, to_jsonable_python
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -94,7 +96,7 @@ def _day(item: Any, dotted: str) -> str:
 def _groups(how: str, collection: Any) -> dict[str, Any]:
     """The parts of a collection, one per shard: by key, or the items of each day."""
     if how == "key":
-        return dict(collection)
+        return collection
     field = how.removeprefix("day:")
     by_day: dict[str, list[Any]] = {}
     for item in collection:
@@ -102,16 +104,58 @@ def _groups(how: str, collection: Any) -> dict[str, Any]:
     return {day: tuple(items) for day, items in by_day.items()}
 
 
+def _changed(how: str, old: _Collection | None, groups: dict[str, Any]) -> list[str]:
+    """The groups whose part is not the very object the last save stored (new ones too).
+
+    When a dict keeps its keys in order, which is the usual case (a fold replaced a few
+    entries), the comparison runs in C, so an unchanged entry costs next to nothing.
+    """
+    if old is None:
+        return list(groups)
+    if how == "key" and list(old.value) == list(groups):
+        return list(compress(groups, map(is_not, groups.values(), old.value.values())))
+    return [
+        group
+        for group, part in groups.items()
+        if (shard := old.shards.get(group)) is None or shard.part is not part
+    ]
+
+
 def _exclusions(spec: ShardSpec) -> dict[str, Any]:
-    """The `model_dump` exclude tree that leaves the sharded collections out of the head."""
+    """The tree of what the head leaves out: the sharded collections ("*": every value)."""
     tree: dict[str, Any] = {}
     for path in spec:
-        parts = ["__all__" if part == "*" else part for part in path.split(".")]
+        parts = path.split(".")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = True
     return tree
+
+
+def _head(node: Any, exclude: dict[str, Any]) -> Any:
+    """`node` as JSON data without what `exclude` names.
+
+    Each model on a sharded path is dumped with only its own fields excluded: a nested
+    `exclude` passed to `model_dump` would not get through the plain field serializer
+    of `WireModel`, and the whole collection would be serialized, then thrown away.
+    """
+    if isinstance(node, BaseModel):
+        document = node.model_dump(mode="json", exclude=set(exclude))
+        for name, inner in exclude.items():
+            if inner is not True and name in type(node).model_fields:
+                document[name] = _head(getattr(node, name), inner)
+        return document
+    if isinstance(node, dict):
+        document = {}
+        for name, value in node.items():
+            inner = exclude.get(name, exclude.get("*"))
+            if inner is None:
+                document[name] = to_jsonable_python(value)
+            elif inner is not True:
+                document[name] = _head(value, inner)
+        return document
+    return to_jsonable_python(node)
 
 
 def _shard_name(segments: list[str]) -> str:
@@ -206,35 +250,39 @@ class ShardedStore(Generic[M]):
         previous = cached.digests if cached is not None else {}
         digests = dict(previous)
         written: dict[str, bytes] = {}
-        removed: list[str] = []
+        replaced: dict[str, str] = {}  # shards the head named and will not: name -> digest
+        added = False
         collections: dict[Path, _Collection] = {}
         for path, how, value in _collections(model, self.spec):
             old = before.get(path)
             if old is not None and old.value is value:
                 collections[path] = old
                 continue
-            old_shards = old.shards if old is not None else {}
-            shards: dict[str, _Shard] = {}
-            for group, part in _groups(how, value).items():
-                kept = old_shards.get(group)
-                if kept is not None and (kept.part is part or kept.part == part):
-                    shards[group] = kept
+            groups = _groups(how, value)
+            shards = dict(old.shards) if old is not None else {}
+            for group in _changed(how, old, groups):
+                part, kept = groups[group], shards.get(group)
+                if kept is not None and kept.part == part:
+                    shards[group] = _Shard(kept.name, part, kept.digest)
                     continue
                 content = to_json(part)
                 name = kept.name if kept is not None else _shard_name([*path, group])
                 shards[group] = _Shard(name, part, _digest(content))
-                if previous.get(name) != shards[group].digest:
+                if digests.get(name) != shards[group].digest:
                     written[name] = content
+                    if name in previous:
+                        replaced[name] = previous[name]
+                    added = added or name not in previous
                     digests[name] = shards[group].digest
-            removed += [s.name for group, s in old_shards.items() if group not in shards]
+            gone = [shards.pop(group).name for group in shards.keys() - groups.keys()]
+            replaced |= {name: digests.pop(name) for name in gone if name in digests}
             collections[path] = _Collection(value, how, shards)
         for path in before.keys() - collections.keys():
-            removed += [s.name for s in before[path].shards.values()]
-        for name in removed:
-            digests.pop(name, None)
-        if len(digests) != len(previous) or not digests.keys() <= previous.keys():
+            gone = [shard.name for shard in before[path].shards.values()]
+            replaced |= {name: digests.pop(name) for name in gone if name in digests}
+        if added:  # keep the head's names sorted, so equal states give equal heads
             digests = dict(sorted(digests.items()))
-        document = model.model_dump(mode="json", exclude=self._exclude)
+        document = _head(model, self._exclude)
         for path, collection in collections.items():
             node = document
             for part in path[:-1]:
@@ -248,7 +296,6 @@ class ShardedStore(Generic[M]):
             for name, content in written.items():
                 self.table[self._shard_key(key, name, digests[name])] = content
             self.table[key] = head
-            for name, digest in previous.items():
-                if digests.get(name) != digest:
-                    del self.table[self._shard_key(key, name, digest)]
+            for name, digest in replaced.items():
+                del self.table[self._shard_key(key, name, digest)]
         self._cache[key] = _Cached(head, model, digests, collections)

@@ -56,11 +56,11 @@ from __future__ import annotations
 import math
 import statistics
 import uuid
-from bisect import bisect_right, insort
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import takewhile
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import Field
 
@@ -319,6 +319,12 @@ class TradeDay(WireModel):
     def has(self, event_id: uuid.UUID) -> bool:
         return any(t.event_id == event_id for t in self.trades)
 
+    def within(self, start: datetime | None, end: datetime) -> TradeTotals:
+        """The totals of the day's trades in (start, end]."""
+        if (start is None or self.trades[0].exit_ts > start) and self.trades[-1].exit_ts <= end:
+            return self.totals
+        return TradeTotals().plus(t.pnl_bps for t in self.trades if _within(t.exit_ts, start, end))
+
 
 class RunDay(WireModel):
     """The runs of one UTC day after the horizon, in run order, and their totals."""
@@ -345,6 +351,12 @@ class RunDay(WireModel):
 
     def has(self, event_id: uuid.UUID) -> bool:
         return any(r.event_id == event_id for r in self.runs)
+
+    def within(self, start: datetime | None, end: datetime) -> RunTotals:
+        """The totals of the day's runs in (start, end]."""
+        if (start is None or self.runs[0].ts > start) and self.runs[-1].ts <= end:
+            return self.totals
+        return RunTotals().plus(r for r in self.runs if _within(r.ts, start, end))
 
 
 class StatsState(WireModel):
@@ -436,19 +448,9 @@ def rule_stats_at(state: StatsState, as_of: datetime, window_days: int) -> Agent
     cuts is summed trade by trade.
     """
     start, end = _bounds(as_of, window_days)
-    trade_parts = (
-        day.totals
-        if _covers(start, end, day.trades[0].exit_ts, day.trades[-1].exit_ts)
-        else TradeTotals().plus(t.pnl_bps for t in day.trades if _within(t.exit_ts, start, end))
-        for day in _days_between(state.trade_days, start, end)
-    )
-    run_parts = (
-        day.totals
-        if _covers(start, end, day.runs[0].ts, day.runs[-1].ts)
-        else RunTotals().plus(r for r in day.runs if _within(r.ts, start, end))
-        for day in _days_between(state.run_days, start, end)
-    )
-    return _summarize(TradeTotals.concat(trade_parts), RunTotals.concat(run_parts))
+    trades = _window_totals(state.trade_days, start, end, _MERGED_TRADE_DAYS)
+    runs = _window_totals(state.run_days, start, end, _MERGED_RUN_DAYS)
+    return _summarize(trades, runs)
 
 
 def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
@@ -669,22 +671,73 @@ def _within(ts: datetime, start: datetime | None, end: datetime) -> bool:
     return (start is None or ts > start) and ts <= end
 
 
-def _covers(start: datetime | None, end: datetime, first: datetime, last: datetime) -> bool:
-    """Whether the window holds a whole day whose facts span [first, last]."""
-    return (start is None or first > start) and last <= end
-
-
 Day = TypeVar("Day", TradeDay, RunDay)
+Bucket = TypeVar("Bucket")
+Totals = TypeVar("Totals")
+Totals_co = TypeVar("Totals_co", covariant=True)
 
 
-def _days_between(days: dict[str, Day], start: datetime | None, end: datetime) -> Iterator[Day]:
+def _days_between(
+    days: Mapping[str, Bucket], start: datetime | None, end: datetime
+) -> list[Bucket]:
     """The days (in order) that may hold facts in (start, end]."""
-    first, last = (None if start is None else _day(start)), _day(end)
-    for day, bucket in days.items():
-        if day > last:
-            return
-        if first is None or day >= first:
-            yield bucket
+    keys = list(days)
+    first = 0 if start is None else bisect_left(keys, _day(start))
+    return list(days.values())[first : bisect_right(keys, _day(end))]
+
+
+class _Bucket(Protocol[Totals_co]):
+    @property
+    def totals(self) -> Totals_co: ...
+
+    def within(self, start: datetime | None, end: datetime) -> Totals_co: ...
+
+
+class _MergedDays(Generic[Totals]):
+    """Memo of the merged totals of consecutive whole days, by the identity of the days.
+
+    Between two events of a key only the first and last day of its window change (the
+    horizon trims one, the new fact lands in the other), so the days between them are
+    the same objects, merged once per day instead of once per event. Days are frozen,
+    so the memo returns exactly what merging them again would: rules stay pure
+    functions of the state. Least recently used entries go first; an entry holds its
+    days, so their ids cannot be reused while it lives.
+    """
+
+    def __init__(self, concat: Callable[[Iterable[Totals]], Totals], size: int) -> None:
+        self.concat = concat
+        self._size = size
+        self._entries: dict[tuple[int, ...], tuple[Sequence[_Bucket[Totals]], Totals]] = {}
+
+    def __call__(self, days: Sequence[_Bucket[Totals]]) -> Totals:
+        key = tuple(map(id, days))
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            entry = (days, self.concat(day.totals for day in days))
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+        self._entries[key] = entry
+        return entry[1]
+
+
+# Room for the windows of a few thousand keys: a worker's agents, classes, portfolio.
+_MERGED_TRADE_DAYS = _MergedDays(TradeTotals.concat, 4096)
+_MERGED_RUN_DAYS = _MergedDays(RunTotals.concat, 4096)
+
+
+def _window_totals(
+    days: Mapping[str, _Bucket[Totals]],
+    start: datetime | None,
+    end: datetime,
+    merged: _MergedDays[Totals],
+) -> Totals:
+    """The totals of the facts in (start, end], in order: only the window's first and
+    last day can be cut by it; the days between are whole."""
+    inside = _days_between(days, start, end)
+    if len(inside) <= 2:
+        return merged.concat(day.within(start, end) for day in inside)
+    first, last = inside[0].within(start, end), inside[-1].within(start, end)
+    return merged.concat([first, merged(inside[1:-1]), last])
 
 
 def _put(days: dict[str, Day], day: str, bucket: Day) -> dict[str, Day]:
