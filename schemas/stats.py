@@ -1,7 +1,10 @@
 """Per-agent (or per-class, or portfolio) statistics as they travel in events and reports.
 
 Computed by `streams.agents.stats`; read by the supervisor's rules. `None` means
-"not known" (no trades, no runs), never zero.
+"not known" (no trades, no runs), never zero. The report-only figures
+(`cvar95_bps`, `p95_latency_ms`, `information_coefficient`, `smart_sharpe`) need
+every trade of the window, so they are None in the stats rules compute per event
+(`rule_stats_at`) and filled in by reports (`stats_at`).
 """
 
 from __future__ import annotations
