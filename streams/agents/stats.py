@@ -720,9 +720,10 @@ class _MergedDays(Generic[Totals]):
         return entry[1]
 
 
-# Room for the windows of a few thousand keys: a worker's agents, classes, portfolio.
-_MERGED_TRADE_DAYS = _MergedDays(TradeTotals.concat, 4096)
-_MERGED_RUN_DAYS = _MergedDays(RunTotals.concat, 4096)
+# One live entry per key a worker assesses (agents, classes, portfolio), and as many
+# stale ones, each keeping alive at most the one day its key has since evicted.
+_MERGED_TRADE_DAYS = _MergedDays(TradeTotals.concat, 2048)
+_MERGED_RUN_DAYS = _MergedDays(RunTotals.concat, 2048)
 
 
 def _window_totals(
