@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.engine
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
