@@ -47,3 +47,20 @@ async def test_flush_returns_only_after_every_write_is_acknowledged() -> None:
         assert all(write.done() for write in writes)
     finally:
         await buffer.stop()
+
+
+async def test_flush_never_lets_a_commit_past_a_slow_ack(monkeypatch: Any) -> None:
+    """The wait is reported every ACK_WAIT_S, but the flush (and so the commit) goes on
+    waiting until the write is acknowledged."""
+    import streams.faust_fixes as fixes
+
+    apply_faust_fixes()
+    monkeypatch.setattr(fixes, "ACK_WAIT_S", 0.05)
+    buffer = await running_buffer()
+    try:
+        write = changelog_write(SlowBroker(ack_after_s=0.4))
+        buffer.put(write)
+        await buffer.flush()
+        assert write.done()
+    finally:
+        await buffer.stop()
