@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Namespace for ids of derived events: uuid5(namespace, causes) is stable across
 # processes and replays, which is what makes reprocessing idempotent.
@@ -31,20 +31,18 @@ def format_utc(value: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
+# Every datetime field of a wire model: timezone required, held in UTC. Pydantic writes a
+# UTC datetime in JSON as ISO-8601 with "Z", the wire format (`format_utc`). Typed per field
+# rather than by a catch-all validator on every field of every model: that ran a Python
+# function for each field of each model built, a tenth of a replay's time.
+UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
+
+
 class WireModel(BaseModel):
     """Frozen base for everything on the wire: unknown fields are ignored, not fatal."""
 
     # NaN and infinity are refused: a number that is not a number has no place in PnL.
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _datetimes_are_utc(cls, value: Any) -> Any:
-        return to_utc(value) if isinstance(value, datetime) else value
-
-    @field_serializer("*", when_used="json")
-    def _datetimes_as_z(self, value: Any) -> Any:
-        return format_utc(value) if isinstance(value, datetime) else value
 
 
 class Event(WireModel):
@@ -56,7 +54,7 @@ class Event(WireModel):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     type: str
     schema_version: int = 1
-    ts: datetime
+    ts: UtcDatetime
     producer: str = "unknown"
 
     @field_validator("type")

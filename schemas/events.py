@@ -7,13 +7,12 @@ policy, proposals); every other event is derived and gets an id from its causes.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import Event, WireModel
+from schemas.envelope import Event, UtcDatetime, WireModel
 from schemas.policy import Policy
 from schemas.stats import AgentStats
 
@@ -46,7 +45,7 @@ class RunCompleted(Event):
     TYPE: ClassVar[str] = "run.completed"
     agent: str = Field(min_length=1)
     run_id: uuid.UUID
-    started_at: datetime
+    started_at: UtcDatetime
     latency_ms: float = Field(ge=0)
     tokens_in: int = Field(default=0, ge=0)
     tokens_out: int = Field(default=0, ge=0)
@@ -89,9 +88,9 @@ class SignalReconciled(Event):
     symbol: str
     direction: Direction
     horizon_hours: int
-    entry_ts: datetime
+    entry_ts: UtcDatetime
     entry_price: float
-    exit_ts: datetime
+    exit_ts: UtcDatetime
     exit_price: float
     # The market was closed at the horizon end: the exit is the next price after it.
     exit_delayed: bool = False
@@ -141,7 +140,7 @@ class OperatorCommand(Event):
     actor: str = Field(min_length=1)
     nonce: str = Field(min_length=8)
     signature: str = ""
-    until: datetime | None = None
+    until: UtcDatetime | None = None
 
 
 class KillRequested(OperatorCommand):
@@ -159,7 +158,7 @@ class KillFact(Event):
     source: KillSource
     reason: str = ""
     actor: str = "supervisor"
-    until: datetime | None = None
+    until: UtcDatetime | None = None
     cause_id: uuid.UUID | None = None
 
 

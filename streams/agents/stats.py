@@ -64,7 +64,7 @@ from typing import Generic, Protocol, TypeVar
 
 from pydantic import Field
 
-from schemas.envelope import Event, WireModel, to_utc
+from schemas.envelope import Event, UtcDatetime, WireModel, to_utc
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.policy import Thresholds
 from schemas.stats import AgentStats
@@ -79,7 +79,7 @@ class Trade(WireModel):
 
     event_id: uuid.UUID
     signal_id: uuid.UUID
-    exit_ts: datetime
+    exit_ts: UtcDatetime
     pnl_bps: float
     # The forecast that the information coefficient scores: +confidence for LONG,
     # -confidence for SHORT.
@@ -105,7 +105,7 @@ class Run(WireModel):
     """What the stats use from one executed run."""
 
     event_id: uuid.UUID
-    ts: datetime
+    ts: UtcDatetime
     latency_ms: float
     errors: int
     cost_usd: float

@@ -67,7 +67,7 @@ from typing import Any, TypeAlias
 
 from pydantic import Field
 
-from schemas.envelope import Event, WireModel, derived_event_id
+from schemas.envelope import Event, UtcDatetime, WireModel, derived_event_id
 from schemas.events import Direction, PriceObserved, SignalEmitted, SignalReconciled
 from schemas.policy import Thresholds
 
@@ -101,7 +101,7 @@ Outcome: TypeAlias = SignalReconciled | Unreconcilable
 
 
 class PricePoint(WireModel):
-    ts: datetime
+    ts: UtcDatetime
     price: float
 
 
@@ -132,9 +132,9 @@ class SymbolBook(WireModel):
     # redelivery would still be accepted.
     signal_ids: dict[str, tuple[uuid.UUID, ...]] = Field(default_factory=dict)
     # Event time reached by the price stream: the newest price ever seen.
-    watermark: datetime | None = None
+    watermark: UtcDatetime | None = None
     # The oldest price ever seen: tells "no price before t0" from "only stale ones".
-    first_price: datetime | None = None
+    first_price: UtcDatetime | None = None
 
 
 def apply_price(

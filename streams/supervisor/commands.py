@@ -19,7 +19,7 @@ from typing import TypeVar
 import orjson
 from pydantic import Field
 
-from schemas.envelope import WireModel, format_utc
+from schemas.envelope import UtcDatetime, WireModel, format_utc
 from schemas.events import KillFact, KillRequested, OperatorCommand, ReviveRequested
 from streams.supervisor.facts import KILL_MODELS, REVIVE_MODELS, kill_fact
 
@@ -142,7 +142,7 @@ class CommandGate(WireModel):
 
     max_age_s: float = DEFAULT_MAX_AGE_S
     nonces: dict[str, datetime] = Field(default_factory=dict)
-    high_water: datetime | None = None
+    high_water: UtcDatetime | None = None
 
 
 def _facts_for(command: OperatorCommand) -> list[KillFact] | str:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from schemas.envelope import WireModel, format_utc
+from schemas.envelope import UtcDatetime, WireModel, format_utc
 from schemas.events import KillFact, KillSource, TargetType
 from streams.supervisor.facts import REVIVE_MODELS, is_kill, kill_fact, target_type_of
 
@@ -25,8 +25,8 @@ class KillEntry(WireModel):
     source: KillSource
     reason: str
     actor: str
-    since: datetime
-    until: datetime | None = None
+    since: UtcDatetime
+    until: UtcDatetime | None = None
     event_id: uuid.UUID
 
     def active(self, at: datetime) -> bool:
@@ -53,8 +53,8 @@ class KillRecord(WireModel):
     source: KillSource
     reason: str
     actor: str
-    ts: datetime
-    until: datetime | None = None
+    ts: UtcDatetime
+    until: UtcDatetime | None = None
 
 
 class KillList(WireModel):

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.envelope import WireModel
+from schemas.envelope import UtcDatetime, WireModel
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
 from streams.supervisor.facts import kill_fact
@@ -42,7 +42,7 @@ UNKNOWN_REGIME = "UNKNOWN"
 class ClassTrade(WireModel):
     """One reconciled trade of an agent of the class."""
 
-    exit_ts: datetime
+    exit_ts: UtcDatetime
     pnl_bps: float
     regime: str | None = None
 
