@@ -82,6 +82,11 @@ class Allocation(WireModel):
     method: Literal["quality", "softmax"] = "quality"
     softmax_alpha: float = 1.0
     max_error_rate: float = 0.05
+    # Weights are recomputed from new trades and assessments at most once per this many
+    # minutes of event time (0: on every one). A regime, policy or kill change, or an
+    # agent's decision changing, reallocates at once. Without a cadence every trade would
+    # rewrite every agent's weight: work and events growing with the fleet, per trade.
+    rebalance_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
 
 
 DEFAULT_REGIME_CAPS: dict[str, float] = {

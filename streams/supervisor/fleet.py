@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from pydantic import Field
 
-from schemas.envelope import Event, WireModel
+from schemas.envelope import Event, UtcDatetime, WireModel
 from schemas.events import (
     AgentAssessed,
     Decision,
@@ -52,6 +52,7 @@ class FleetBook(WireModel):
     portfolio: StatsState = Field(default_factory=StatsState)
     class_trades: dict[str, tuple[ClassTrade, ...]] = Field(default_factory=dict)
     allocation: AllocationResult | None = None
+    rebalanced_at: UtcDatetime | None = None  # event time of the last reallocation
     # Targets this processor has killed whose kill the kill list may not show yet.
     breach_killed: tuple[str, ...] = ()
     classes_killed: tuple[str, ...] = ()
@@ -138,6 +139,8 @@ def _reallocate(
             portfolio_cvar_bps,
         )
 
+    last = book.rebalanced_at
+    book = book.model_copy(update={"rebalanced_at": at if last is None else max(last, at)})
     if not allocation_changed(book.allocation, allocation(None)):
         return book, []
     # Capital at risk needs the portfolio CVaR, a tail over the whole window: computed only
@@ -156,6 +159,7 @@ def apply_fleet_input(
     policy = policy_at(fleet, event.ts)
     at = event.ts
     emitted: list[Event] = []
+    urgent = False
     if isinstance(event, SignalReconciled):
         portfolio = apply_event(book.portfolio, event, policy.thresholds)
         if portfolio is book.portfolio:
@@ -170,6 +174,7 @@ def apply_fleet_input(
         known = book.agents.get(event.agent)
         if known is not None and known.seq >= event.seq:
             return book, []  # an older or repeated assessment
+        urgent = known is None or known.decision != event.decision
         breach_killed = tuple(
             name
             for name in book.breach_killed
@@ -178,11 +183,20 @@ def apply_fleet_input(
         book = book.model_copy(
             update={"agents": {**book.agents, event.agent: event}, "breach_killed": breach_killed}
         )
-    elif not isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
+    elif isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
+        urgent = True  # `fleet` already holds the change
+    else:
         return book, []
-    # A regime, policy or kill change reallocates at once: `fleet` already holds it.
+    if not (urgent or _rebalance_due(book, policy, at)):
+        return book, emitted
     book, allocation = _reallocate(book, policy, fleet, at, event)
     return book, emitted + allocation
+
+
+def _rebalance_due(book: FleetBook, policy: Policy, at: datetime) -> bool:
+    """Whether the cadence (`Allocation.rebalance_minutes` of event time) has come round."""
+    last = book.rebalanced_at
+    return last is None or at >= last + timedelta(minutes=policy.allocation.rebalance_minutes)
 
 
 class FleetProcessor:

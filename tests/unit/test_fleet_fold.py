@@ -413,3 +413,29 @@ def test_a_newer_assessment_with_the_same_watermark_reaches_the_fleet() -> None:
 
     assert book.agents["a"].decision is Decision.KILL
     assert of_type(emitted, AllocationUpdated)[-1].weights == {}
+
+
+def test_weights_follow_new_trades_at_most_once_per_rebalance_period() -> None:
+    minutes = POLICY.allocation.rebalance_minutes
+    assert minutes > 0
+    start = [assessed("a", T0, pnl=200.0), assessed("b", T0, pnl=100.0)]
+    within = [assessed("a", T0 + timedelta(minutes=m), pnl=200.0 + m) for m in (5, 10, 20)]
+    after = [assessed("a", T0 + timedelta(minutes=minutes), pnl=300.0)]
+    _, opening = feed(start)  # each new agent is allocated at once
+    _, during = feed([*start, *within])
+    _, later = feed([*start, *within, *after])
+    assert of_type(during, AllocationUpdated) == of_type(opening, AllocationUpdated)
+    allocations = of_type(later, AllocationUpdated)
+    assert len(allocations) == len(of_type(opening, AllocationUpdated)) + 1
+    share = 300 * 1.1 / (300 * 1.1 + 100 * 1.1)  # quality = pnl x (0.5 + hit 0.6) x mult 1
+    assert allocations[-1].weights["a"] == pytest.approx(share * POLICY.unknown_regime_cap)
+
+
+def test_a_decision_change_reallocates_at_once() -> None:
+    start = [assessed("a", T0, pnl=200.0), assessed("b", T0, pnl=100.0)]
+    killed = assessed("a", T0 + timedelta(minutes=5), decision=Decision.KILL)
+    _, opening = feed(start)
+    _, emitted = feed([*start, killed])
+    allocations = of_type(emitted, AllocationUpdated)
+    assert len(allocations) == len(of_type(opening, AllocationUpdated)) + 1
+    assert "a" not in allocations[-1].weights
