@@ -21,4 +21,4 @@ EXPOSE 6066
 
 # --web-bind 0.0.0.0: inside a container the web server must listen beyond loopback;
 # docker-compose.yml publishes it on the host's 127.0.0.1 only.
-CMD ["faust", "-A", "streams.app", "worker", "-l", "info", "--web-bind", "0.0.0.0"]
+CMD ["faust", "-A", "streams.runtime.app", "worker", "-l", "info", "--web-bind", "0.0.0.0"]

@@ -18,9 +18,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from projections.log import read_broker
-from streams.settings import Settings
-from streams.stack import Stack
-from streams.waiting import eventually
+from streams.runtime.settings import Settings
+from streams.runtime.stack import Stack
+from streams.runtime.waiting import eventually
 
 BURST = 50
 

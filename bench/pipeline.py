@@ -56,9 +56,9 @@ from schemas.topics import CATALOGUE
 from streams.broker.admin import topic_partitions
 from streams.broker.embedded import free_port
 from streams.broker.offsets import true_end_offsets
+from streams.broker.publisher import key_for, topic_for
 from streams.reconcile.candles import candle_to_event
 from streams.reconcile.csv_source import DEMO_CSV, read_candles
-from streams.sdk.publisher import key_for, topic_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "var" / "bench" / "pipeline.json"
@@ -554,9 +554,9 @@ def noop_worker() -> None:
     """A Faust worker with the project's settings and one agent that does nothing."""
     import faust
 
-    from streams.app import faust_settings
-    from streams.faust_fixes import apply_faust_fixes
-    from streams.settings import get_settings
+    from streams.runtime.app import faust_settings
+    from streams.runtime.faust_fixes import apply_faust_fixes
+    from streams.runtime.settings import get_settings
 
     settings = get_settings()
     apply_faust_fixes()

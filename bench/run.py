@@ -52,17 +52,17 @@ from schemas.envelope import Event
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.topics import CATALOGUE
 from streams.agents.assess import AgentState, apply_agent_event
-from streams.agents.faust_agents import AGENT_SHARDS
+from streams.agents.execution import TradingMode
 from streams.broker.admin import ensure_topics
 from streams.broker.consumers import assigned_consumer
 from streams.broker.durable_log import DurableLog, StoredRecord
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.broker.offsets import true_end_offsets
 from streams.broker.restore import restore
-from streams.fleet_state import FleetState, policy_at
+from streams.core.fleet_state import FleetState, policy_at
 from streams.reconcile.csv_source import DEMO_CSV, read_candles
-from streams.sharded_store import ShardedStore
-from streams.supervisor.execution import TradingMode
+from streams.runtime.agent_shell import AGENT_SHARDS
+from streams.runtime.sharded_store import ShardedStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "var" / "bench.json"

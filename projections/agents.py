@@ -15,7 +15,7 @@ from schemas.events import RunCompleted, SignalEmitted, SignalReconciled
 from schemas.stats import AgentStats
 from streams.agents.assess import AgentState, apply_agent_event
 from streams.agents.stats import StatsState, apply_event, stats_at
-from streams.fleet_state import FleetState, apply_fleet_event, policy_at
+from streams.core.fleet_state import FleetState, apply_fleet_event, policy_at
 
 # What the projection reads, in broker-receipt order.
 AGENT_TOPICS = ("policy", "regimes", "kills", "allocations", "runs", "signals", "reconciled")

@@ -1,6 +1,6 @@
 """The whole pipeline in memory: source events in, every derived event out, no broker.
 
-It wires the pure processors the way `streams.topology` wires their Faust shells
+It wires the pure processors the way `streams.runtime.topology` wires their Faust shells
 (intakes re-key, relays broadcast fleet facts, each processor reads one input in
 order), with one partition per topic and one FIFO of records. Live, the same
 records are spread over partitions and workers; each processor still sees each
@@ -19,8 +19,8 @@ from typing import Any
 from projections.processors import processors
 from schemas.envelope import Event
 from schemas.topics import topic_for
-from streams.fleet_state import FleetState
-from streams.processing import FACTS_FOR_INPUT, Processor, Routed, apply_input
+from streams.core.fleet_state import FleetState
+from streams.core.processing import FACTS_FOR_INPUT, Processor, Routed, apply_input
 
 # Where each source topic's intake forwards (relayed fleet facts come from FACTS_FOR_INPUT).
 INTAKE_ROUTES: dict[str, tuple[str, ...]] = {

@@ -2,7 +2,7 @@
 and the next policy that dotted-key changes make.
 
 The policy in force at a time is the latest `policy.updated` (by event time) at or before
-it, else the versioned default file (`streams.fleet_state.policy_at`, the same fold the
+it, else the versioned default file (`streams.core.fleet_state.policy_at`, the same fold the
 workers use). Everything here is pure: `metasup policy` reads the log, calls these and
 prints.
 """
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from projections.log import LogRecord, events, merged_by_receipt
 from schemas.events import PolicyUpdated
 from schemas.policy import Policy
-from streams.fleet_state import FleetState, apply_fleet_event
+from streams.core.fleet_state import FleetState, apply_fleet_event
 
 POLICY_TOPICS: Final = ("policy",)
 

@@ -1,6 +1,6 @@
 """The processors replayed from their recorded inputs: what they emitted, recomputed.
 
-Each processor decides only from its own input topic (`streams.processing`), so
+Each processor decides only from its own input topic (`streams.core.processing`), so
 folding the records of each input partition in offset order through the same
 `apply_input` the live shell runs reproduces every derived event, with the same
 ids and the same bytes. Tests compare this with the derived topics; a user can
@@ -15,12 +15,12 @@ from typing import Any
 from projections.log import LogRecord
 from schemas.codec import RejectedRecord, decode_event
 from schemas.topics import topic
+from streams.agents.execution import TradingMode
 from streams.agents.processor import AgentProcessor
-from streams.fleet_state import FleetState
-from streams.processing import Processor, Routed, apply_input
+from streams.core.fleet_state import FleetState
+from streams.core.processing import Processor, Routed, apply_input
+from streams.fleet.book import FleetProcessor
 from streams.reconcile.processor import ReconcileProcessor
-from streams.supervisor.execution import TradingMode
-from streams.supervisor.fleet import FleetProcessor
 
 
 def processors(mode: TradingMode = "shadow") -> list[Processor[Any]]:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from schemas.envelope import Event
 from schemas.events import PriceObserved, SignalEmitted, SignalReconciled, SignalUnreconcilable
-from streams.fleet_state import FleetState, apply_fleet_event, policy_at
+from streams.core.fleet_state import FleetState, apply_fleet_event, policy_at
 from streams.reconcile.candles import base_asset
 
 STATUS_TOPICS = ("policy", "prices", "signals", "reconciled", "unreconciled")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from streams.waiting import eventually
+from streams.runtime.waiting import eventually
 
 __all__ = ["eventually"]

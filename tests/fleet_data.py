@@ -12,7 +12,7 @@ from typing import Any
 from projections.agents import AgentProjection, project_agents
 from schemas.envelope import Event, derived_event_id
 from schemas.events import PriceObserved, RunCompleted, SignalEmitted
-from streams.fleet_state import default_policy
+from streams.core.fleet_state import default_policy
 from streams.reconcile.processor import outcome_event
 from streams.reconcile.rule import SymbolBook, apply_event
 

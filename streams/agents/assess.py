@@ -25,11 +25,11 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.agents import confidence
+from streams.agents.decide import decide, decision_events
+from streams.agents.execution import TradingMode, order_for_signal
 from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
-from streams.fleet_state import FleetState, policy_at, weight_of
-from streams.supervisor.decide import decide, decision_events
-from streams.supervisor.execution import TradingMode, order_for_signal
-from streams.supervisor.kill_list import is_killed, kill_reason
+from streams.core.fleet_state import FleetState, policy_at, weight_of
+from streams.core.kill_list import is_killed, kill_reason
 
 PRODUCER = "metasup.agents"
 # At-least-once redelivers seconds of traffic; a producer's retry comes within minutes.

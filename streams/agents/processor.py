@@ -12,9 +12,9 @@ from __future__ import annotations
 from schemas.envelope import Event
 from schemas.events import RunCompleted, SignalEmitted, SignalReconciled
 from streams.agents.assess import AgentState, apply_agent_event
-from streams.fleet_state import FleetState, policy_at
-from streams.processing import Routed, routed
-from streams.supervisor.execution import TradingMode
+from streams.agents.execution import TradingMode
+from streams.core.fleet_state import FleetState, policy_at
+from streams.core.processing import Routed, routed
 
 
 class AgentProcessor:

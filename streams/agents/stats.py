@@ -21,7 +21,7 @@ Cost per event. The window is kept in UTC-day buckets, each sorted and carrying
 the totals of its facts in that order. Folding a fact touches its own day only (an
 event's fact time never changes, so its duplicate can only be in that day);
 eviction drops whole days and trims the one day the horizon cuts. The store
-(`streams.sharded_store`, spec `STATS_SHARDS`) then writes that day alone.
+(`streams.runtime.sharded_store`, spec `STATS_SHARDS`) then writes that day alone.
 
 Rules and reports. `rule_stats_at` gives every figure a rule decides on, merged
 from the day totals: its cost grows with the days in the window, not the trades,
@@ -69,7 +69,7 @@ from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.policy import Thresholds
 from schemas.stats import AgentStats
 
-# How `streams.sharded_store` splits a StatsState: one shard per day of trades and of
+# How `streams.runtime.sharded_store` splits a StatsState: one shard per day of trades and of
 # runs. Paths are relative to the state; a container prefixes them (e.g. "stats.").
 STATS_SHARDS: dict[str, str] = {"trade_days": "key", "run_days": "key"}
 

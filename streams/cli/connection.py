@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import orjson
 
 from projections.log import LogRecord, read_broker, read_durable_log
-from streams.settings import Settings
-from streams.stack import durable_log_path, stack_file
+from streams.runtime.settings import Settings
+from streams.runtime.stack import durable_log_path, stack_file
 
 
 def resolve_bootstrap(settings: Settings) -> str:

@@ -12,9 +12,9 @@ import orjson
 from schemas.codec import RejectedRecord, decode_event
 from schemas.envelope import Event
 from schemas.topics import topic_for
+from streams.broker.publisher import Publisher
 from streams.cli.connection import resolve_bootstrap
-from streams.sdk.publisher import Publisher
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.settings import Settings
-from streams.supervisor.commands import load_keyring, new_key
+from streams.fleet.commands import load_keyring, new_key
+from streams.runtime.settings import Settings
 
 # Characters that would break the inline `actor:hexsecret,...` form of METASUP_OPERATOR_KEYS.
 _FORBIDDEN_IN_ACTOR = frozenset(":,") | frozenset(" \t\r\n")

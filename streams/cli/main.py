@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up
 from streams.cli.connection import LogUnavailable
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 SUBCOMMANDS = (up, emit, tail, topics, status, stats, keys, operator, policy, spawn)
 

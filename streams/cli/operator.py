@@ -19,11 +19,11 @@ import orjson
 from schemas.envelope import Event, format_utc, to_utc
 from schemas.events import KillRequested, OperatorCommand, ReviveRequested, TargetType
 from schemas.topics import topic_for
+from streams.broker.publisher import Publisher
 from streams.cli.connection import resolve_bootstrap
 from streams.cli.keys import keyring_file
-from streams.sdk.publisher import Publisher
-from streams.settings import Settings
-from streams.supervisor.commands import DEFAULT_MAX_AGE_S, load_keyring, new_nonce, sign
+from streams.fleet.commands import DEFAULT_MAX_AGE_S, load_keyring, new_nonce, sign
+from streams.runtime.settings import Settings
 
 PRODUCER = "metasup.cli"
 ACTOR_ENV = "METASUP_OPERATOR_ACTOR"

@@ -29,8 +29,8 @@ from schemas.envelope import format_utc
 from schemas.events import PolicyUpdated
 from streams.cli.connection import LogUnavailable, read_log
 from streams.cli.operator import PRODUCER, OperatorError, parse_time, send_event
-from streams.fleet_state import DEFAULT_POLICY_FILE, FleetState, policy_at
-from streams.settings import Settings
+from streams.core.fleet_state import DEFAULT_POLICY_FILE, FleetState, policy_at
+from streams.runtime.settings import Settings
 
 READ_TIMEOUT_S = 15.0
 

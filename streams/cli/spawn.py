@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from schemas.envelope import derived_event_id, format_utc
 from schemas.events import AgentSpawned
 from streams.cli.operator import PRODUCER, send_event
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,7 +13,7 @@ from projections.log import events, merged_by_receipt
 from schemas.envelope import to_utc
 from schemas.stats import AgentStats
 from streams.cli.connection import read_log
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,7 @@ from schemas.envelope import format_utc
 from schemas.topics import CATALOGUE
 from streams.broker.offsets import consumer_lag
 from streams.cli.connection import read_log, resolve_bootstrap
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

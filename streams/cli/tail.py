@@ -13,7 +13,7 @@ import orjson
 from streams.broker.consumers import assigned_consumer
 from streams.broker.offsets import true_end_offsets
 from streams.cli.connection import resolve_bootstrap
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

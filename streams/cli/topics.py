@@ -10,8 +10,8 @@ from streams.broker.consumers import assigned_consumer
 from streams.broker.durable_log import DurableLog
 from streams.broker.offsets import true_end_offsets
 from streams.cli.connection import resolve_bootstrap
-from streams.settings import Settings
-from streams.stack import durable_log_path
+from streams.runtime.settings import Settings
+from streams.runtime.stack import durable_log_path
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

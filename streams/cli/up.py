@@ -6,11 +6,11 @@ import argparse
 import asyncio
 from functools import partial
 
-from streams.demo import run_demo
+from streams.cli.demo import run_demo
 from streams.reconcile.http_feeds import default_price_feed
-from streams.reconcile.live_feed import run_live_feed
-from streams.settings import Settings
-from streams.stack import DataDirInUse, Stack, install_stop_handlers
+from streams.runtime.live_feed import run_live_feed
+from streams.runtime.settings import Settings
+from streams.runtime.stack import DataDirInUse, Stack, install_stop_handlers
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from schemas.envelope import Event, derived_event_id
 from schemas.events import PriceObserved, SignalEmitted, SignalReconciled, SignalUnreconcilable
-from streams.fleet_state import FleetState, policy_at
-from streams.processing import Routed, routed
+from streams.core.fleet_state import FleetState, policy_at
+from streams.core.processing import Routed, routed
 from streams.reconcile.candles import base_asset
 from streams.reconcile.rule import PRODUCER, Outcome, SymbolBook, Unreconcilable, apply_event
 

@@ -73,7 +73,7 @@ from schemas.policy import Thresholds
 
 PRODUCER = "metasup.reconcile"
 
-# How `streams.sharded_store` stores a book: one shard per day bucket of each
+# How `streams.runtime.sharded_store` stores a book: one shard per day bucket of each
 # collection, so a save writes only the buckets an event changed.
 BOOK_SHARDS = {"prices": "key", "pending": "key", "signal_ids": "key"}
 

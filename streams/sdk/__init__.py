@@ -2,7 +2,7 @@
 
 Holds the clients (`AsyncClient`, `SyncClient`, the `supervised` decorator), the run
 context and the LLM price table. It may import `schemas` (the wire contract, the clock)
-and the fleet view its guard reads (`streams.fleet_view`); it is a client, so nothing on
+and the fleet view its guard reads (`streams.runtime.fleet_view`); it is a client, so nothing on
 the server side may import it.
 
 ```python

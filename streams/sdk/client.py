@@ -14,8 +14,8 @@ from typing import Any, Protocol, TypeVar
 from schemas.clock import Clock, utc_now
 from schemas.envelope import Event
 from schemas.events import Direction, RunCompleted, SignalEmitted
-from streams.fleet_view import FleetView
-from streams.sdk.publisher import Publisher
+from streams.broker.publisher import Publisher
+from streams.runtime.fleet_view import FleetView
 from streams.sdk.run_context import AgentKilledError, Run, current_run
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
-from streams.processing import Routed
+from streams.core.processing import Routed
 from tests.fleet_data import START, clean_run, fleet_events, interleave
 
 DAY = timedelta(days=1)
@@ -92,8 +92,6 @@ def test_an_auto_kill_blocks_the_agents_later_orders() -> None:
         for o in of_type(outputs, OrderIntent)
         if isinstance(o, OrderIntent) and o.agent == killed.target and o.ts > killed.ts
     ]
-    signals_after = [
-        s for s in stream if isinstance(s, SignalEmitted) and s.agent == killed.target
-    ]
+    signals_after = [s for s in stream if isinstance(s, SignalEmitted) and s.agent == killed.target]
     assert later and signals_after
     assert all(not o.routed and o.target_usd == 0 for o in later)

@@ -16,8 +16,8 @@ from schemas.envelope import Event
 from schemas.topics import key_for, topic_for
 from streams.broker.admin import catalogue_partitions, ensure_topics
 from streams.broker.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
-from streams.stack import WorkerProcess
+from streams.runtime.settings import Settings
+from streams.runtime.stack import WorkerProcess
 from tests.conftest import eventually
 
 
@@ -30,7 +30,7 @@ def worker_settings(prefix: str, data_dir: Path) -> Settings:
 
 
 class Worker:
-    """`faust -A streams.app worker` as a user would run it, on the test broker."""
+    """`faust -A streams.runtime.app worker` as a user would run it, on the test broker."""
 
     def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
         self.process = WorkerProcess(0, broker.bootstrap, settings)

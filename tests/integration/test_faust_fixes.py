@@ -1,5 +1,5 @@
 """The seek Faust runs when partitions are assigned must bring back records fetched before
-it, also on a partition with no committed offset (streams/faust_fixes.py, fix 1)."""
+it, also on a partition with no committed offset (streams/runtime/faust_fixes.py, fix 1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.broker.admin import ensure_topics
 from streams.broker.embedded import EmbeddedBroker
-from streams.faust_fixes import seek_to_committed_or_reset
+from streams.runtime.faust_fixes import seek_to_committed_or_reset
 from tests.conftest import eventually
 
 

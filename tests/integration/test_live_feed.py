@@ -19,7 +19,7 @@ import requests
 from schemas.events import PriceObserved, SignalEmitted
 from streams.broker.embedded import EmbeddedBroker
 from streams.reconcile.http_feeds import default_price_feed
-from streams.reconcile.live_feed import run_live_feed
+from streams.runtime.live_feed import run_live_feed
 from tests.builders import ManualClock
 from tests.conftest import eventually
 from tests.fakes.exchange import FakeExchange, Fault, close_price

@@ -20,7 +20,7 @@ from schemas.events import KillRequested, PolicyUpdated, RegimeChanged
 from schemas.policy import Policy
 from schemas.topics import CATALOGUE
 from streams.broker.embedded import EmbeddedBroker
-from streams.supervisor.commands import new_key, new_nonce, sign
+from streams.fleet.commands import new_key, new_nonce, sign
 from tests.conftest import eventually
 from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import Worker, create_topics, produce, worker_settings

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.broker_death import one_run
 from streams.broker.durable_log import DurableLog
-from streams.settings import Settings
-from streams.stack import Stack, durable_log_path
+from streams.runtime.settings import Settings
+from streams.runtime.stack import Stack, durable_log_path
 from tests.conftest import eventually
 from tests.fleet_data import fleet_events, interleave
 from tests.integration.stack import produce, read_events

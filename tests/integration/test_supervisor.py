@@ -22,9 +22,9 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.broker.embedded import EmbeddedBroker
+from streams.fleet.commands import new_key, new_nonce, sign
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
-from streams.supervisor.commands import new_key, new_nonce, sign
 from tests.conftest import eventually
 from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import (

@@ -30,8 +30,8 @@ from schemas.events import (
 )
 from schemas.policy import Policy, Thresholds
 from streams.agents.assess import AgentState, apply_agent_event
-from streams.fleet_state import FleetState, apply_fleet_event
-from streams.supervisor.execution import TradingMode
+from streams.agents.execution import TradingMode
+from streams.core.fleet_state import FleetState, apply_fleet_event
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

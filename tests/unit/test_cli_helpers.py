@@ -23,7 +23,7 @@ from streams.cli.operator import (
 )
 from streams.cli.policy import parse_assignments
 from streams.cli.spawn import build_spawn
-from streams.supervisor.commands import load_keyring, verify
+from streams.fleet.commands import load_keyring, verify
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
 SECRET = bytes.fromhex("11" * 32)

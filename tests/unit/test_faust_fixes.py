@@ -1,6 +1,6 @@
 """A commit must not run ahead of the changelog: Faust's producer flush, which runs
 before every offset commit, returns only when the broker has acknowledged every
-message handed to the buffer (streams/faust_fixes.py)."""
+message handed to the buffer (streams/runtime/faust_fixes.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from faust.transport.producer import ProducerBuffer
 from faust.types import FutureMessage
 
-from streams.faust_fixes import apply_faust_fixes
+from streams.runtime.faust_fixes import apply_faust_fixes
 
 
 class SlowBroker:
@@ -52,7 +52,7 @@ async def test_flush_returns_only_after_every_write_is_acknowledged() -> None:
 async def test_flush_never_lets_a_commit_past_a_slow_ack(monkeypatch: Any) -> None:
     """The wait is reported every ACK_WAIT_S, but the flush (and so the commit) goes on
     waiting until the write is acknowledged."""
-    import streams.faust_fixes as fixes
+    import streams.runtime.faust_fixes as fixes
 
     apply_faust_fixes()
     monkeypatch.setattr(fixes, "ACK_WAIT_S", 0.05)

@@ -27,8 +27,8 @@ from schemas.events import (
 from schemas.policy import Policy
 from schemas.stats import AgentStats
 from streams.agents.assess import AgentState, apply_agent_event
-from streams.fleet_state import FleetState, apply_fleet_event
-from streams.supervisor.fleet import FleetBook, apply_fleet_input
+from streams.core.fleet_state import FleetState, apply_fleet_event
+from streams.fleet.book import FleetBook, apply_fleet_input
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

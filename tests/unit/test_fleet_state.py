@@ -15,7 +15,7 @@ from schemas.events import (
     StrategyKilled,
 )
 from schemas.policy import Policy, Thresholds
-from streams.fleet_state import (
+from streams.core.fleet_state import (
     DEFAULT_POLICY_FILE,
     FleetState,
     apply_fleet_event,
@@ -24,7 +24,7 @@ from streams.fleet_state import (
     regime_at,
     weight_of,
 )
-from streams.supervisor.kill_list import is_killed, kill_reason
+from streams.core.kill_list import is_killed, kill_reason
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -20,7 +20,7 @@ from schemas.codec import encode_event
 from schemas.envelope import derived_event_id
 from schemas.events import PolicyUpdated
 from schemas.policy import Policy, Thresholds
-from streams.fleet_state import policy_at
+from streams.core.fleet_state import policy_at
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)

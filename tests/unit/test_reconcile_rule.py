@@ -41,7 +41,7 @@ from streams.reconcile.rule import (
     apply_signal,
     pnl_bps,
 )
-from streams.sharded_store import ShardedStore
+from streams.runtime.sharded_store import ShardedStore
 
 BTC_FILE = Path("/work/shared/data/bitfinex-1h-btc-usd.csv")
 SYMBOL = "BTCUSDT"

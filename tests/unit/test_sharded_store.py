@@ -15,9 +15,9 @@ from pydantic import Field
 from schemas.envelope import WireModel
 from schemas.events import RunCompleted
 from schemas.policy import Thresholds
-from streams import sharded_store
 from streams.agents.stats import STATS_SHARDS, StatsState, apply_event
-from streams.sharded_store import ShardedStore
+from streams.runtime import sharded_store
+from streams.runtime.sharded_store import ShardedStore
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -13,14 +13,14 @@ from schemas.envelope import derived_event_id
 from schemas.events import AgentKilled, Decision, StrategyKilled
 from schemas.policy import Allocation, Capital, Policy
 from schemas.stats import AgentStats
-from streams.supervisor.allocation import (
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import KillList, apply_kill_fact
+from streams.fleet.allocation import (
     AllocationResult,
     allocate,
     allocation_changed,
     allocation_event,
 )
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import KillList, apply_kill_fact
 
 AT = datetime(2024, 3, 1, tzinfo=UTC)
 POLICY = Policy()

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from schemas.events import AgentKilled, Decision
 from schemas.policy import Policy
-from streams.supervisor.breach import breach_kills
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import KillList, apply_kill_fact
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import KillList, apply_kill_fact
+from streams.fleet.breach import breach_kills
 
 AT = datetime(2024, 3, 1, tzinfo=UTC)
 POLICY = Policy()

@@ -21,7 +21,7 @@ from schemas.events import (
     StrategyKilled,
     TargetType,
 )
-from streams.supervisor.commands import (
+from streams.fleet.commands import (
     CommandGate,
     apply_command,
     canonical_bytes,

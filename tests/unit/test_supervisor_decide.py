@@ -14,7 +14,7 @@ from schemas.envelope import derived_event_id
 from schemas.events import AgentKilled, Decision, DecisionMade
 from schemas.policy import Policy, Thresholds
 from schemas.stats import AgentStats
-from streams.supervisor.decide import (
+from streams.agents.decide import (
     DecisionOutcome,
     decide,
     decision_events,

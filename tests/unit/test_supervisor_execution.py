@@ -10,7 +10,7 @@ import pytest
 from schemas.envelope import derived_event_id
 from schemas.events import Direction, OrderIntent, SignalEmitted
 from schemas.policy import Policy
-from streams.supervisor.execution import PaperBroker, dispatch, order_for_signal
+from streams.agents.execution import PaperBroker, dispatch, order_for_signal
 
 POLICY = Policy()
 SIGNAL = SignalEmitted.create(

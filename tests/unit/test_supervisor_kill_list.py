@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import AgentKilled, AgentRevived, KillFact, StrategyKilled, StrategyRevived
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import (
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import (
     KillList,
     apply_kill_fact,
     expired,

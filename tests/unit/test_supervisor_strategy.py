@@ -9,9 +9,9 @@ import pytest
 
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import KillList, apply_kill_fact
-from streams.supervisor.strategy import (
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import KillList, apply_kill_fact
+from streams.fleet.strategy import (
     ClassInputs,
     ClassTrade,
     evaluate_class,

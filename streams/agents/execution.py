@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 from schemas.envelope import derived_event_id
 from schemas.events import OrderIntent, SignalEmitted
 from schemas.policy import Policy
-from streams.supervisor.facts import PRODUCER
+from streams.core.kill_facts import PRODUCER
 
 TradingMode = Literal["shadow", "live"]
 

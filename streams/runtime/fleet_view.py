@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import RejectedRecord, decode_event
 from streams.broker.offsets import true_end_offsets
-from streams.fleet_state import FleetState, apply_fleet_event
-from streams.supervisor.kill_list import kill_reason
+from streams.core.fleet_state import FleetState, apply_fleet_event
+from streams.core.kill_list import kill_reason
 
 log = logging.getLogger(__name__)
 

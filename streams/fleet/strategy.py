@@ -30,8 +30,8 @@ from pydantic import Field
 from schemas.envelope import UtcDatetime, WireModel
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import KillList
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import KillList
 
 BPS = 10_000.0
 MIN_MISMATCHED_LOSSES = 2

@@ -20,8 +20,8 @@ from schemas.envelope import WireModel, derived_event_id
 from schemas.events import AllocationUpdated, Decision
 from schemas.policy import Policy
 from schemas.stats import AgentStats
-from streams.supervisor.facts import PRODUCER
-from streams.supervisor.kill_list import KillList, kill_reason
+from streams.core.kill_facts import PRODUCER
+from streams.core.kill_list import KillList, kill_reason
 
 EXCLUDED_DECISIONS = frozenset({Decision.KILL, Decision.RETIRE, Decision.KILLED})
 BPS = 10_000.0

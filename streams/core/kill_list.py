@@ -14,7 +14,7 @@ from pydantic import Field
 
 from schemas.envelope import UtcDatetime, WireModel, format_utc
 from schemas.events import KillFact, KillSource, TargetType
-from streams.supervisor.facts import REVIVE_MODELS, is_kill, kill_fact, target_type_of
+from streams.core.kill_facts import REVIVE_MODELS, is_kill, kill_fact, target_type_of
 
 
 class KillEntry(WireModel):

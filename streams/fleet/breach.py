@@ -12,8 +12,8 @@ from datetime import datetime
 
 from schemas.events import AgentKilled, Decision
 from schemas.policy import Policy
-from streams.supervisor.facts import kill_fact
-from streams.supervisor.kill_list import KillList, is_killed
+from streams.core.kill_facts import kill_fact
+from streams.core.kill_list import KillList, is_killed
 
 
 def breach_kills(

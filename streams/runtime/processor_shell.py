@@ -1,7 +1,7 @@
 """The Faust shell around a pure processor: load, step, emit, store. Nothing else.
 
 State lives in two changelog-backed tables per processor: the per-key states
-(sharded, see `streams.sharded_store`) and the fleet facts of each input
+(sharded, see `streams.runtime.sharded_store`) and the fleet facts of each input
 partition. A Faust table writes each update to the changelog partition of the
 record being processed, so the facts of partition p are recovered with p.
 """
@@ -16,10 +16,10 @@ from pydantic import BaseModel
 
 from schemas.codec import encode_event
 from schemas.topics import topic
-from streams.deadletter import accepted_events
-from streams.fleet_state import FleetState
-from streams.processing import Processor, Routed, apply_input
-from streams.sharded_store import ShardedStore, ShardSpec
+from streams.core.fleet_state import FleetState
+from streams.core.processing import Processor, Routed, apply_input
+from streams.runtime.deadletter import accepted_events
+from streams.runtime.sharded_store import ShardedStore, ShardSpec
 
 S = TypeVar("S", bound=BaseModel)
 FaustTopics = dict[str, Any]

@@ -1,7 +1,7 @@
 """The Faust app: settings in, agents and tables registered explicitly, no import magic.
 
-`faust -A streams.app worker` works for people who run Faust the usual way; the
-module-level `app` is built from the environment (`streams.settings`).
+`faust -A streams.runtime.app worker` works for people who run Faust the usual way; the
+module-level `app` is built from the environment (`streams.runtime.settings`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import faust
 
 from schemas.topics import CATALOGUE
-from streams.faust_fixes import apply_faust_fixes
-from streams.settings import Settings, get_settings
-from streams.topology import register_topology
+from streams.runtime.faust_fixes import apply_faust_fixes
+from streams.runtime.settings import Settings, get_settings
+from streams.runtime.topology import register_topology
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from pydantic import Field
 from schemas.envelope import Event, WireModel
 from schemas.events import AllocationUpdated, KillFact, PolicyUpdated, RegimeChanged
 from schemas.policy import Policy
-from streams.supervisor.kill_list import KillList, apply_kill_fact
+from streams.core.kill_list import KillList, apply_kill_fact
 
-DEFAULT_POLICY_FILE = Path(__file__).parent / "config" / "policy-v1.json"
+DEFAULT_POLICY_FILE = Path(__file__).parents[1] / "config" / "policy-v1.json"
 
 E = TypeVar("E", bound=Event)
 

@@ -2,7 +2,7 @@
 
 `fleet-input` and `commands` have one partition each, so exactly one worker runs
 each of these processors at a time, in one total order. The fleet processor's
-rule is `streams.supervisor.fleet.FleetProcessor`.
+rule is `streams.fleet.book.FleetProcessor`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from schemas.envelope import Event
 from schemas.events import OperatorCommand
 from schemas.topics import topic
 from streams.agents.stats import STATS_SHARDS
-from streams.deadletter import rejection
-from streams.fleet_view import FleetView
-from streams.outputs import FaustTopics, send_events
-from streams.processor_shell import ProcessorShell
-from streams.supervisor.commands import CommandGate, Keyring, apply_command
-from streams.supervisor.fleet import FleetProcessor
-from streams.supervisor.kill_list import expired
+from streams.core.kill_list import expired
+from streams.fleet.book import FleetProcessor
+from streams.fleet.commands import CommandGate, Keyring, apply_command
+from streams.runtime.deadletter import rejection
+from streams.runtime.fleet_view import FleetView
+from streams.runtime.outputs import FaustTopics, send_events
+from streams.runtime.processor_shell import ProcessorShell
 
 Handlers = dict[str, list[Any]]
 GATE_KEY = b"gate"
 # Portfolio window, class trades (per day) and agent assessments (per agent) are stored
-# apart from the head (see streams.sharded_store).
+# apart from the head (see streams.runtime.sharded_store).
 FLEET_SHARDS = {
     **{f"portfolio.{path}": how for path, how in STATS_SHARDS.items()},
     "class_trades.*": "day:exit_ts",

@@ -22,7 +22,7 @@ import orjson
 
 from schemas.envelope import derived_event_id
 from schemas.events import PolicyUpdated, PriceObserved
-from streams.fleet_state import default_policy
+from streams.core.fleet_state import default_policy
 from streams.reconcile.csv_source import DEMO_CSV, price_events
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError

@@ -28,16 +28,16 @@ import faust
 
 from schemas.envelope import Event
 from schemas.topics import CATALOGUE, TopicSpec, topic
-from streams.agents.faust_agents import register_agent_processor
-from streams.deadletter import accepted_events
-from streams.fleet_view import FleetView
-from streams.processing import FACTS_FOR_INPUT, Routed
-from streams.processor_shell import send_routed
-from streams.reconcile.faust_agents import register_reconcile
-from streams.settings import Settings
-from streams.supervisor.commands import load_keyring
-from streams.supervisor.execution import PaperBroker
-from streams.supervisor.faust_agents import register_supervisor
+from streams.agents.execution import PaperBroker
+from streams.core.processing import FACTS_FOR_INPUT, Routed
+from streams.fleet.commands import load_keyring
+from streams.runtime.agent_shell import register_agent_processor
+from streams.runtime.deadletter import accepted_events
+from streams.runtime.fleet_shell import register_supervisor
+from streams.runtime.fleet_view import FleetView
+from streams.runtime.processor_shell import send_routed
+from streams.runtime.reconcile_shell import register_reconcile
+from streams.runtime.settings import Settings
 
 # A handler gets the Faust message (topic, partition, offset) and the decoded event.
 Handler = Callable[[Any, Event], Awaitable[None]]

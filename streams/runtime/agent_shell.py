@@ -16,20 +16,20 @@ from schemas.envelope import Event
 from schemas.events import OrderIntent, RunCompleted, SignalEmitted
 from schemas.topics import topic
 from streams.agents.assess import AgentState
+from streams.agents.execution import BrokerAdapter, dispatch
 from streams.agents.processor import AgentProcessor
 from streams.agents.stats import STATS_SHARDS, stats_at
-from streams.fleet_state import policy_at
-from streams.fleet_view import FleetView
-from streams.outputs import FaustTopics, forward
-from streams.processing import Routed
-from streams.processor_shell import ProcessorShell
-from streams.settings import Settings
-from streams.sharded_store import ShardedStore
-from streams.supervisor.execution import BrokerAdapter, dispatch
+from streams.core.fleet_state import policy_at
+from streams.core.processing import Routed
+from streams.runtime.fleet_view import FleetView
+from streams.runtime.outputs import FaustTopics, forward
+from streams.runtime.processor_shell import ProcessorShell
+from streams.runtime.settings import Settings
+from streams.runtime.sharded_store import ShardedStore
 
 Handlers = dict[str, list[Any]]
 
-# The stats window is stored per day (see streams.sharded_store).
+# The stats window is stored per day (see streams.runtime.sharded_store).
 AGENT_SHARDS = {f"stats.{path}": how for path, how in STATS_SHARDS.items()}
 
 

@@ -38,6 +38,7 @@ from schemas.events import PriceObserved, SignalEmitted
 from schemas.topics import topic
 from streams.broker.consumers import assigned_consumer
 from streams.broker.offsets import true_end_offsets
+from streams.broker.publisher import Publisher
 from streams.reconcile.candles import (
     base_asset,
     candle_to_event,
@@ -52,7 +53,6 @@ from streams.reconcile.http_feeds import (
     covering_range,
     utc_now,
 )
-from streams.sdk.publisher import Publisher
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from streams.broker.durable_log import DurableLog
 from streams.broker.embedded import EmbeddedBroker, free_port, port_is_free
 from streams.broker.recorder import Recorder
 from streams.broker.restore import restore
-from streams.settings import Settings
+from streams.runtime.settings import Settings
 
 Say = Callable[[str], None]
 Extra = Callable[[str, asyncio.Event], Coroutine[Any, Any, None]]
@@ -93,7 +93,7 @@ class WorkerProcess:
                     "-m",
                     "faust",
                     "-A",
-                    "streams.app",
+                    "streams.runtime.app",
                     "worker",
                     "-l",
                     "info",

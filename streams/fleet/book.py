@@ -27,16 +27,16 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
-from streams.fleet_state import FleetState, policy_at, regime_at
-from streams.processing import Routed, routed
-from streams.supervisor.allocation import (
+from streams.core.fleet_state import FleetState, policy_at, regime_at
+from streams.core.processing import Routed, routed
+from streams.fleet.allocation import (
     AllocationResult,
     allocate,
     allocation_changed,
     allocation_event,
 )
-from streams.supervisor.breach import breach_kills
-from streams.supervisor.strategy import (
+from streams.fleet.breach import breach_kills
+from streams.fleet.strategy import (
     ClassTrade,
     evaluate_class,
     strategy_kill_events,

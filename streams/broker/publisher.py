@@ -10,13 +10,12 @@ from schemas.topics import key_for, topic_for
 
 
 class Publisher:
-    """An aiokafka producer with one record per batch (exact end offsets on Tansu)."""
+    """An aiokafka producer that waits for every replica (acks=all): an event the SDK was
+    told is sent is in the durable log."""
 
     def __init__(self, bootstrap: str, topic_prefix: str = "") -> None:
         self.topic_prefix = topic_prefix
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", max_batch_size=1, linger_ms=0
-        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
     async def start(self) -> None:
         await self._producer.start()

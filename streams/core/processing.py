@@ -9,7 +9,7 @@ pure function of the partition's records. No processor consults another
 consumer's view, which could be ahead of or behind its input; that race once
 made allocations stay under the wrong regime.
 
-The Faust shell (`streams.processor_shell`) and the replay projection
+The Faust shell (`streams.runtime.processor_shell`) and the replay projection
 (`projections.processors`) drive the very same `apply_input`, so a replay of a
 partition's records reproduces what the live processor emitted, byte for byte.
 """
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from schemas.envelope import Event
 from schemas.events import AllocationUpdated, KillFact, PolicyUpdated, RegimeChanged
 from schemas.topics import key_for, topic_for
-from streams.fleet_state import FleetState, apply_fleet_event
+from streams.core.fleet_state import FleetState, apply_fleet_event
 
 S = TypeVar("S", bound=BaseModel)
 

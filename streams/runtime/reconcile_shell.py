@@ -11,11 +11,11 @@ import faust
 
 from schemas.envelope import Event
 from schemas.events import PriceObserved, SignalEmitted
-from streams.outputs import FaustTopics, forward
-from streams.processor_shell import ProcessorShell
 from streams.reconcile.candles import base_asset
 from streams.reconcile.processor import ReconcileProcessor
 from streams.reconcile.rule import BOOK_SHARDS, SymbolBook
+from streams.runtime.outputs import FaustTopics, forward
+from streams.runtime.processor_shell import ProcessorShell
 
 Handlers = dict[str, list[Any]]
 

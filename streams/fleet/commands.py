@@ -21,7 +21,7 @@ from pydantic import Field
 
 from schemas.envelope import UtcDatetime, WireModel, format_utc
 from schemas.events import KillFact, KillRequested, OperatorCommand, ReviveRequested
-from streams.supervisor.facts import KILL_MODELS, REVIVE_MODELS, kill_fact
+from streams.core.kill_facts import KILL_MODELS, REVIVE_MODELS, kill_fact
 
 Keyring = Mapping[str, bytes]
 

@@ -14,7 +14,7 @@ from schemas.envelope import Event, WireModel, derived_event_id
 from schemas.events import AgentKilled, Decision, DecisionMade
 from schemas.policy import Policy, Thresholds
 from schemas.stats import AgentStats
-from streams.supervisor.facts import PRODUCER, kill_fact
+from streams.core.kill_facts import PRODUCER, kill_fact
 
 RetirementLabel = Literal["KEEP", "WATCH", "RETIRE"]
 
