@@ -13,15 +13,13 @@ from datetime import datetime
 from schemas.envelope import Event
 from schemas.events import RunCompleted, SignalEmitted, SignalReconciled
 from schemas.stats import AgentStats
-from streams.agents.assess import AgentState, apply_agent_event
-from streams.agents.stats import StatsState, apply_event, stats_at
+from streams.agents.assess import AgentState, apply_agent_event, reported_window
+from streams.agents.stats import StatsState, apply_event
 from streams.core.fleet_state import FleetState, apply_fleet_event, policy_at
+from streams.fleet.book import PORTFOLIO
 
 # What the projection reads, in broker-receipt order.
 AGENT_TOPICS = ("policy", "regimes", "kills", "allocations", "runs", "signals", "reconciled")
-
-
-PORTFOLIO = "portfolio"
 
 
 @dataclass
@@ -51,10 +49,7 @@ class AgentProjection:
             )
 
     def _window(self, stats: StatsState, as_of: datetime | None) -> AgentStats:
-        at = as_of or stats.watermark
-        if at is None:
-            return AgentStats()
-        return stats_at(stats, at, policy_at(self.fleet, at).thresholds.window_days)
+        return reported_window(stats, self.fleet, as_of) or AgentStats()
 
     def window_stats(self, agent: str, as_of: datetime | None = None) -> AgentStats:
         """Rolling-window stats as of `as_of` (default: the agent's newest fact time)."""

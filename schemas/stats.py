@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from schemas.envelope import WireModel
 
+# Basis points in one unit of return: every PnL here is in bps.
+BPS = 10_000.0
+
 
 class AgentStats(WireModel):
     trades: int = 0

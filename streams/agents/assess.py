@@ -24,6 +24,7 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
+from schemas.stats import AgentStats
 from streams.agents import confidence
 from streams.agents.decide import decide, decision_events
 from streams.agents.execution import TradingMode, order_for_signal
@@ -57,6 +58,17 @@ class AgentState(WireModel):
         return cls(
             agent=agent, confidence=confidence.ConfidenceState.start(agent, policy.confidence)
         )
+
+
+def reported_window(
+    stats: StatsState, fleet: FleetState, as_of: datetime | None = None
+) -> AgentStats | None:
+    """The full window figures a report shows, as of `as_of` (default: the newest fact),
+    under the policy in force then; None before any fact."""
+    at = as_of or stats.watermark
+    if at is None:
+        return None
+    return stats_at(stats, at, policy_at(fleet, at).thresholds.window_days)
 
 
 def _pending_auto_kill(state: AgentState, fleet: FleetState) -> uuid.UUID | None:

@@ -19,12 +19,11 @@ from pydantic import Field
 from schemas.envelope import WireModel, derived_event_id
 from schemas.events import AllocationUpdated, Decision
 from schemas.policy import Policy
-from schemas.stats import AgentStats
+from schemas.stats import BPS, AgentStats
 from streams.core.kill_facts import PRODUCER
 from streams.core.kill_list import KillList, kill_reason
 
 EXCLUDED_DECISIONS = frozenset({Decision.KILL, Decision.RETIRE, Decision.KILLED})
-BPS = 10_000.0
 
 
 class CapitalAtRisk(WireModel):

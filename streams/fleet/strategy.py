@@ -30,10 +30,10 @@ from pydantic import Field
 from schemas.envelope import UtcDatetime, WireModel
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
+from schemas.stats import BPS
 from streams.core.kill_facts import kill_fact
 from streams.core.kill_list import KillList
 
-BPS = 10_000.0
 MIN_MISMATCHED_LOSSES = 2
 # The regime label of trades whose regime was not recorded; never an intended regime by default.
 UNKNOWN_REGIME = "UNKNOWN"

@@ -70,6 +70,7 @@ from pydantic import Field
 from schemas.envelope import Event, UtcDatetime, WireModel, derived_event_id
 from schemas.events import Direction, PriceObserved, SignalEmitted, SignalReconciled
 from schemas.policy import Thresholds
+from schemas.stats import BPS
 
 PRODUCER = "metasup.reconcile"
 
@@ -230,8 +231,8 @@ def apply_event(
 
 def pnl_bps(direction: Direction, entry_price: float, exit_price: float) -> float:
     if direction is Direction.LONG:
-        return (exit_price / entry_price - 1) * 10_000
-    return (entry_price / exit_price - 1) * 10_000
+        return (exit_price / entry_price - 1) * BPS
+    return (entry_price / exit_price - 1) * BPS
 
 
 def _settle(book: SymbolBook, signal: SignalEmitted, h: int, thresholds: Thresholds) -> Outcome:

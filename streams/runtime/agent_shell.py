@@ -15,19 +15,16 @@ from aiokafka.partitioner import murmur2
 from schemas.envelope import Event
 from schemas.events import OrderIntent, RunCompleted, SignalEmitted
 from schemas.topics import topic
-from streams.agents.assess import AgentState
+from streams.agents.assess import AgentState, reported_window
 from streams.agents.execution import BrokerAdapter, dispatch
 from streams.agents.processor import AgentProcessor
-from streams.agents.stats import STATS_SHARDS, stats_at
-from streams.core.fleet_state import policy_at
+from streams.agents.stats import STATS_SHARDS
 from streams.core.processing import Routed
 from streams.runtime.fleet_view import FleetView
-from streams.runtime.outputs import FaustTopics, forward
+from streams.runtime.outputs import FaustTopics, Handlers, forward
 from streams.runtime.processor_shell import ProcessorShell
 from streams.runtime.settings import Settings
 from streams.runtime.sharded_store import ShardedStore
-
-Handlers = dict[str, list[Any]]
 
 # The stats window is stored per day (see streams.runtime.sharded_store).
 AGENT_SHARDS = {f"stats.{path}": how for path, how in STATS_SHARDS.items()}
@@ -68,12 +65,7 @@ def register_agent_views(
     """`/agents/` and `/agents/{agent}/`: the live table of the partitions this worker owns."""
 
     def view_of(state: AgentState) -> dict[str, Any]:
-        at = state.stats.watermark
-        window = (
-            stats_at(state.stats, at, policy_at(fleet.state, at).thresholds.window_days)
-            if at is not None
-            else None
-        )
+        window = reported_window(state.stats, fleet.state)
         return {
             "state": state.model_dump(mode="json"),
             "window": window.model_dump(mode="json") if window is not None else None,

@@ -49,14 +49,14 @@ async def accepted_events(
         try:
             event = decode_event(record.value, expected_types)
         except RejectedRecord as error:
-            rejected = rejection(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.timestamp,
-                record.value,
-                str(error),
-            )
-            await deadletter.send(key=record.key, value=encode_event(rejected))
+            await reject(deadletter, message, str(error))
             continue
         yield message, event
+
+
+async def reject(deadletter: Any, message: Any, reason: str) -> None:
+    """Send the `event.rejected` for one Faust message to `deadletter`, under its own key."""
+    rejected = rejection(
+        message.topic, message.partition, message.offset, message.timestamp, message.value, reason
+    )
+    await deadletter.send(key=message.key, value=encode_event(rejected))

@@ -7,12 +7,12 @@ rule is `streams.fleet.book.FleetProcessor`.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
-from schemas.codec import encode_event
 from schemas.envelope import Event
 from schemas.events import OperatorCommand
 from schemas.topics import topic
@@ -20,12 +20,11 @@ from streams.agents.stats import STATS_SHARDS
 from streams.core.kill_list import expired
 from streams.fleet.book import FleetProcessor
 from streams.fleet.commands import CommandGate, Keyring, apply_command
-from streams.runtime.deadletter import rejection
+from streams.runtime.deadletter import reject
 from streams.runtime.fleet_view import FleetView
-from streams.runtime.outputs import FaustTopics, send_events
+from streams.runtime.outputs import FaustTopics, Handlers, send_events
 from streams.runtime.processor_shell import ProcessorShell
 
-Handlers = dict[str, list[Any]]
 GATE_KEY = b"gate"
 # Portfolio window, class trades (per day) and agent assessments (per agent) are stored
 # apart from the head (see streams.runtime.sharded_store).
@@ -52,32 +51,32 @@ def register_supervisor(
         received = datetime.fromtimestamp(message.timestamp, tz=UTC)
         new_gate, result = apply_command(gate, event, keyring, received)
         if isinstance(result, str):
-            rejected = rejection(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.timestamp,
-                message.value,
-                f"operator command refused: {result}",
-            )
-            await topics["deadletter"].send(key=message.key, value=encode_event(rejected))
+            await reject(topics["deadletter"], message, f"operator command refused: {result}")
             return
         await send_events(topics, result)
         gates[GATE_KEY] = new_gate.model_dump_json().encode()
 
     handlers["commands"].append(verify_command)
 
-    sent_revives: set[str] = set()
+    app.timer(0.5, on_leader=True)(KillExpiry(topics, fleet).send_due)
 
-    async def expire_timed_kills() -> None:
-        """Emit the revive of each timed kill whose `until` has passed (wall clock: a pause
-        is a promise about real time). Ids derive from the kill, so repeats are harmless."""
+
+class KillExpiry:
+    """Revives each timed kill once its `until` has passed (wall clock: a pause is a promise
+    about real time). The revive's id derives from the kill, so a second copy (after a
+    restart, or while the FleetView has not read the first) changes nothing; `sent` only
+    spares the log those copies, it decides nothing."""
+
+    def __init__(self, topics: FaustTopics, fleet: FleetView) -> None:
+        self.topics = topics
+        self.fleet = fleet
+        self.sent: set[uuid.UUID] = set()
+
+    async def send_due(self) -> None:
         due = [
-            f
-            for f in expired(fleet.state.kills, datetime.now(UTC))
-            if str(f.event_id) not in sent_revives
+            fact
+            for fact in expired(self.fleet.state.kills, datetime.now(UTC))
+            if fact.event_id not in self.sent
         ]
-        await send_events(topics, due)
-        sent_revives.update(str(f.event_id) for f in due)
-
-    app.timer(0.5, on_leader=True)(expire_timed_kills)
+        await send_events(self.topics, due)
+        self.sent.update(fact.event_id for fact in due)

@@ -8,30 +8,22 @@ record being processed, so the facts of partition p are recovered with p.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import faust
 from pydantic import BaseModel
 
-from schemas.codec import encode_event
 from schemas.topics import topic
 from streams.core.fleet_state import FleetState
 from streams.core.processing import Processor, Routed, apply_input
 from streams.runtime.deadletter import accepted_events
+from streams.runtime.outputs import FaustTopics, send_routed
 from streams.runtime.sharded_store import ShardedStore, ShardSpec
 
 S = TypeVar("S", bound=BaseModel)
-FaustTopics = dict[str, Any]
 # Last-moment change of outputs at the edge (e.g. routing live orders to a broker).
 OutputHook = Callable[[list[Routed]], list[Routed]]
-
-
-async def send_routed(topics: FaustTopics, outputs: Iterable[Routed]) -> None:
-    for out in outputs:
-        await topics[out.topic].send(
-            key=out.key, value=encode_event(out.event), partition=out.partition
-        )
 
 
 class ProcessorShell(Generic[S]):

@@ -14,10 +14,8 @@ from schemas.events import PriceObserved, SignalEmitted
 from streams.reconcile.candles import base_asset
 from streams.reconcile.processor import ReconcileProcessor
 from streams.reconcile.rule import BOOK_SHARDS, SymbolBook
-from streams.runtime.outputs import FaustTopics, forward
+from streams.runtime.outputs import FaustTopics, Handlers, forward
 from streams.runtime.processor_shell import ProcessorShell
-
-Handlers = dict[str, list[Any]]
 
 
 def register_reconcile(

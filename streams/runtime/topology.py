@@ -21,7 +21,6 @@ One intake per topic means a poison record is rejected once, not once per reader
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -35,13 +34,10 @@ from streams.runtime.agent_shell import register_agent_processor
 from streams.runtime.deadletter import accepted_events
 from streams.runtime.fleet_shell import register_supervisor
 from streams.runtime.fleet_view import FleetView
-from streams.runtime.processor_shell import send_routed
+from streams.runtime.outputs import Handler, Handlers, send_routed
 from streams.runtime.reconcile_shell import register_reconcile
 from streams.runtime.settings import Settings
 
-# A handler gets the Faust message (topic, partition, offset) and the decoded event.
-Handler = Callable[[Any, Event], Awaitable[None]]
-Handlers = dict[str, list[Handler]]
 # Derived fleet topics read back by a relay (the processors decide from them).
 RELAYED_DERIVED = ("kills", "allocations")
 
