@@ -36,16 +36,16 @@ import resource
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.report import Measure, Result, ratio, table
 from projections.pipeline import InMemoryPipeline
 from schemas.codec import decode_event, encode_event
 from schemas.envelope import Event, derived_event_id
@@ -516,69 +516,6 @@ def child_main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown child {child!r}")
     print(json.dumps(result))
     return 0
-
-
-# --- results ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measure:
-    label: str
-    value: float
-    unit: str
-
-    def text(self) -> str:
-        number = f"{self.value:,.0f}" if abs(self.value) >= 100 else f"{self.value:,.2f}"
-        return f"{self.label}: {number} {self.unit}"
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    a: Measure
-    b: Measure
-    ratio: float
-    ratio_of: str
-    meaning: str
-    target: str
-    met: bool | None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else float("inf")
-
-
-MEANING_WIDTH = 56
-
-
-def table(results: Sequence[Result]) -> str:
-    headers = ("benchmark", "A", "B", "ratio", "target", "what it means")
-    rows = [
-        (
-            r.name,
-            r.a.text(),
-            r.b.text(),
-            f"{r.ratio:,.2f}x ({r.ratio_of})",
-            r.target + ("" if r.met is None else (" met" if r.met else " NOT met")),
-            r.meaning,
-        )
-        for r in results
-    ]
-    columns = len(headers) - 1
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(columns)]
-    indent = sum(widths) + 2 * columns
-
-    def line(cells: Sequence[str]) -> list[str]:
-        meaning = textwrap.wrap(cells[columns], MEANING_WIDTH) or [""]
-        first = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False))
-        return [f"{first}  {meaning[0]}", *(" " * indent + more for more in meaning[1:])]
-
-    out = line(headers)
-    out.append("-" * (indent + MEANING_WIDTH))
-    for row in rows:
-        out += line(row)
-    return "\n".join(out)
 
 
 def replay_results(floor: dict[str, Any], replay: dict[str, Any], events: int) -> list[Result]:

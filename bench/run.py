@@ -33,18 +33,18 @@ import platform
 import random
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bench.report import Measure, Result, ratio, table
 from projections.log import events as decoded_events
 from projections.log import merged_by_receipt, read_broker
 from schemas.codec import decode_event, encode_event
@@ -95,35 +95,6 @@ def quiet_kafka_client() -> Iterator[None]:
         yield
     finally:
         client_log.setLevel(level)
-
-
-# --- results ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measure:
-    label: str
-    value: float
-    unit: str
-
-    def text(self) -> str:
-        number = f"{self.value:,.0f}" if abs(self.value) >= 100 else f"{self.value:,.2f}"
-        return f"{self.label}: {number} {self.unit}"
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    a: Measure
-    b: Measure
-    ratio: float
-    ratio_of: str  # which measure over which, e.g. "B/A"
-    meaning: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else float("inf")
 
 
 # --- a realistic, deterministic stream -------------------------------------------------
@@ -569,30 +540,6 @@ async def bench_restore(
 
 
 # --- report ----------------------------------------------------------------------------
-
-
-MEANING_WIDTH = 56
-
-
-def table(results: Sequence[Result]) -> str:
-    headers = ("benchmark", "A", "B", "ratio", "what it means")
-    rows = [
-        (r.name, r.a.text(), r.b.text(), f"{r.ratio:,.2f}x ({r.ratio_of})", r.meaning)
-        for r in results
-    ]
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(4)]
-    indent = sum(widths) + 2 * 4
-
-    def line(cells: Sequence[str]) -> list[str]:
-        meaning = textwrap.wrap(cells[4], MEANING_WIDTH) or [""]
-        first = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False))
-        return [f"{first}  {meaning[0]}", *(" " * indent + more for more in meaning[1:])]
-
-    out = line(headers)
-    out.append("-" * (indent + MEANING_WIDTH))
-    for row in rows:
-        out += line(row)
-    return "\n".join(out)
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, Any]]:
