@@ -33,9 +33,7 @@ async def one_run(
     of one record per batch, each send awaited. Sends for `seconds`, and on until at
     least `min_acked` records are acknowledged (tests must not depend on speed)."""
     data_dir = Path(tempfile.mkdtemp(prefix="metasup-death-"))
-    settings = Settings(  # type: ignore[call-arg]
-        METASUP_DATA_DIR=data_dir, METASUP_BROKER_PORT=0, METASUP_TOPIC_PREFIX="d."
-    )
+    settings = Settings(METASUP_DATA_DIR=data_dir, METASUP_BROKER_PORT=0, METASUP_TOPIC_PREFIX="d.")
     stack = Stack(settings, workers=0, say=lambda line: None)
     stop = asyncio.Event()
     running = asyncio.create_task(stack.run(stop))

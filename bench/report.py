@@ -30,9 +30,9 @@ class Result:
     ratio: float
     ratio_of: str  # which measure over which, e.g. "B/A"
     meaning: str
+    details: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     met: bool | None = None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def ratio(numerator: float, denominator: float) -> float:
