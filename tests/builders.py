@@ -12,6 +12,22 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from schemas.envelope import derived_event_id
+from schemas.events import PolicyUpdated
+from schemas.policy import Policy, Thresholds
+
+
+def policy_update(at: datetime, version: int = 2, **thresholds: Any) -> PolicyUpdated:
+    """A `policy.updated` at `at`: the default policy with these thresholds changed; its id
+    comes from what it says, so the same change built twice is the same event."""
+    changed = Thresholds().model_copy(update=thresholds)
+    return PolicyUpdated.create(
+        event_id=derived_event_id("test-policy", at, version, sorted(thresholds.items())),
+        ts=at,
+        producer="test",
+        **{**Policy().model_dump(), "version": version, "thresholds": changed.model_dump()},
+    )
+
 
 class ManualClock:
     """A clock the test moves by hand: call it for the time, set `now` to move it."""

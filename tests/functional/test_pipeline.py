@@ -13,13 +13,12 @@ from schemas.events import (
     AgentKilled,
     AllocationUpdated,
     OrderIntent,
-    PolicyUpdated,
     RegimeChanged,
     SignalEmitted,
     SignalReconciled,
 )
-from schemas.policy import Policy
 from streams.core.processing import Routed
+from tests.builders import policy_update
 from tests.fleet_data import START, clean_run, fleet_events, interleave
 
 DAY = timedelta(days=1)
@@ -29,21 +28,18 @@ def of_type(outputs: list[Routed], kind: type[Event]) -> list[Event]:
     return [o.event for o in outputs if isinstance(o.event, kind)]
 
 
-def loose_policy(at: object) -> PolicyUpdated:
-    thresholds = Policy().thresholds.model_copy(
-        update={"max_drawdown_bps": 1e9, "strategy_conditions_to_kill": 5}
-    )
-    return PolicyUpdated.create(
-        ts=at, producer="test", **{**Policy().model_dump(), "thresholds": thresholds.model_dump()}
-    )
-
-
 def test_a_regime_change_reallocates_under_the_new_cap_at_once() -> None:
     prices, others = fleet_events(seed=5, days=10)
     stream = interleave(prices, others)
     pipeline = InMemoryPipeline()
     opening = RegimeChanged.create(ts=START - DAY, producer="test", regime="RISK_ON")
-    pipeline.feed([loose_policy(START - DAY), opening, *stream])
+    pipeline.feed(
+        [
+            policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5),
+            opening,
+            *stream,
+        ]
+    )
     before = of_type(pipeline.emitted, AllocationUpdated)[-1]
     assert isinstance(before, AllocationUpdated) and before.regime == "RISK_ON"
     assert sum(before.weights.values()) > 0.99
@@ -58,7 +54,10 @@ def test_a_regime_change_reallocates_under_the_new_cap_at_once() -> None:
 
 def test_every_record_twice_emits_the_same_events() -> None:
     prices, others = fleet_events(seed=9, days=8)
-    stream = [loose_policy(START - DAY), *interleave(prices, others)]
+    stream = [
+        policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5),
+        *interleave(prices, others),
+    ]
     once = InMemoryPipeline().feed(stream)
     twice = InMemoryPipeline().feed([e for e in stream for _ in range(2)])
     as_bytes = {str(o.event.event_id): encode_event(o.event) for o in once}
@@ -83,7 +82,9 @@ def test_reconciliations_and_multipliers_equal_the_rules_applied_one_by_one() ->
 def test_an_auto_kill_blocks_the_agents_later_orders() -> None:
     prices, others = fleet_events(seed=5, days=14)
     stream = interleave(prices, others)
-    outputs = InMemoryPipeline().feed([loose_policy(START - DAY), *stream])
+    outputs = InMemoryPipeline().feed(
+        [policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5), *stream]
+    )
     kills = [k for k in of_type(outputs, AgentKilled) if isinstance(k, AgentKilled)]
     assert kills, "the losing agent was never killed"
     killed = kills[0]

@@ -16,11 +16,11 @@ from projections.log import LogRecord, read_broker
 from projections.processors import processors, replay_processor
 from schemas.codec import encode_event
 from schemas.envelope import Event
-from schemas.events import KillRequested, PolicyUpdated, RegimeChanged
-from schemas.policy import Policy
+from schemas.events import KillRequested, RegimeChanged
 from schemas.topics import CATALOGUE
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
+from tests.builders import policy_update
 from tests.conftest import eventually
 from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import Worker, create_topics, produce, worker_settings
@@ -76,14 +76,6 @@ def replayed_by_id(records: list[LogRecord], prefix: str) -> dict[str, dict[str,
 def mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def policy_update(at: object, **thresholds: float) -> PolicyUpdated:
-    policy = Policy()
-    changed = policy.thresholds.model_copy(update=thresholds)
-    return PolicyUpdated.create(
-        ts=at, producer="test", **{**policy.model_dump(), "thresholds": changed.model_dump()}
-    )
 
 
 @pytest.mark.parametrize("worker_count", [1, 2])

@@ -17,14 +17,13 @@ from schemas.events import (
     DecisionMade,
     EventRejected,
     KillRequested,
-    PolicyUpdated,
     RegimeChanged,
 )
-from schemas.policy import Policy
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
+from tests.builders import policy_update
 from tests.conftest import eventually
 from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import (
@@ -37,14 +36,6 @@ from tests.integration.stack import (
 )
 
 DAY = timedelta(days=1)
-
-
-def policy_update(at: datetime, **thresholds: float) -> PolicyUpdated:
-    policy = Policy()
-    changed = policy.thresholds.model_copy(update=thresholds)
-    return PolicyUpdated.create(
-        ts=at, producer="test", **{**policy.model_dump(), "thresholds": changed.model_dump()}
-    )
 
 
 async def test_fleet_rules_kill_losers_cap_weights_and_breach(

@@ -10,7 +10,6 @@ from schemas.events import (
     AgentKilled,
     AgentRevived,
     AllocationUpdated,
-    PolicyUpdated,
     RegimeChanged,
     StrategyKilled,
 )
@@ -25,6 +24,7 @@ from streams.core.fleet_state import (
     weight_of,
 )
 from streams.core.kill_list import is_killed, kill_reason
+from tests.builders import policy_update
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -35,16 +35,6 @@ def fold(*events: Event, state: FleetState | None = None) -> FleetState:
     for event in events:
         state = apply_fleet_event(state, event)
     return state
-
-
-def policy_update(at: datetime, kill_pnl_bps: float) -> PolicyUpdated:
-    return PolicyUpdated.create(
-        event_id=derived_event_id("test-policy", at, kill_pnl_bps),
-        ts=at,
-        producer="t",
-        version=2,
-        thresholds=Thresholds(kill_pnl_bps=kill_pnl_bps),
-    )
 
 
 def regime_change(at: datetime, regime: str) -> RegimeChanged:
@@ -76,7 +66,7 @@ def test_without_policy_updates_the_default_is_in_force() -> None:
 
 def test_policy_applies_from_its_event_time_on_even_if_folded_first() -> None:
     t1, t2 = T0 + HOUR, T0 + 2 * HOUR
-    later, earlier = policy_update(t2, -300.0), policy_update(t1, -200.0)
+    later, earlier = policy_update(t2, kill_pnl_bps=-300.0), policy_update(t1, kill_pnl_bps=-200.0)
 
     state = fold(later, earlier)  # the newer change arrives first
 
@@ -88,7 +78,7 @@ def test_policy_applies_from_its_event_time_on_even_if_folded_first() -> None:
 
 
 def test_folding_order_does_not_change_the_policy_in_force() -> None:
-    changes = [policy_update(T0 + k * HOUR, -100.0 - k) for k in range(4)]
+    changes = [policy_update(T0 + k * HOUR, kill_pnl_bps=-100.0 - k) for k in range(4)]
 
     forward, backward = fold(*changes), fold(*reversed(changes))
 
@@ -98,7 +88,7 @@ def test_folding_order_does_not_change_the_policy_in_force() -> None:
 
 
 def test_policy_in_force_carries_every_field_of_the_update() -> None:
-    update = policy_update(T0, -175.0)
+    update = policy_update(T0, kill_pnl_bps=-175.0)
 
     policy = policy_at(fold(update), T0)
 
@@ -109,7 +99,7 @@ def test_policy_in_force_carries_every_field_of_the_update() -> None:
 
 
 def test_a_policy_update_folded_twice_is_kept_once() -> None:
-    update = policy_update(T0, -175.0)
+    update = policy_update(T0, kill_pnl_bps=-175.0)
 
     once = fold(update)
     twice = fold(update, update)

@@ -17,23 +17,12 @@ from projections.policy import (
     policy_diff,
 )
 from schemas.codec import encode_event
-from schemas.envelope import derived_event_id
-from schemas.events import PolicyUpdated
-from schemas.policy import Policy, Thresholds
+from schemas.policy import Policy
 from streams.core.fleet_state import policy_at
+from tests.builders import policy_update
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-def policy_update(at: datetime, window_days: int) -> PolicyUpdated:
-    return PolicyUpdated.create(
-        event_id=derived_event_id("test-policy", at, window_days),
-        ts=at,
-        producer="t",
-        version=window_days,
-        thresholds=Thresholds(window_days=window_days),
-    )
 
 
 def record(offset: int, value: bytes | None, received: datetime) -> LogRecord:
@@ -44,7 +33,10 @@ def record(offset: int, value: bytes | None, received: datetime) -> LogRecord:
 
 
 def test_the_history_is_in_event_time_order_whatever_the_log_order() -> None:
-    late, early = policy_update(T0 + 2 * HOUR, 7), policy_update(T0, 14)
+    late, early = (
+        policy_update(T0 + 2 * HOUR, version=7, window_days=7),
+        policy_update(T0, version=14, window_days=14),
+    )
     records = [
         record(0, encode_event(late), T0 + 3 * HOUR),
         record(1, encode_event(early), T0 + 4 * HOUR),  # published late, in force earlier
@@ -56,7 +48,7 @@ def test_the_history_is_in_event_time_order_whatever_the_log_order() -> None:
 
 
 def test_a_redelivered_change_counts_once_and_bad_records_are_skipped() -> None:
-    change = policy_update(T0, 14)
+    change = policy_update(T0, version=14, window_days=14)
     records = [
         record(0, encode_event(change), T0),
         record(1, b"not json", T0),
@@ -68,7 +60,10 @@ def test_a_redelivered_change_counts_once_and_bad_records_are_skipped() -> None:
 
 
 def test_the_change_in_force_is_the_latest_at_or_before_the_time() -> None:
-    first, second = policy_update(T0, 14), policy_update(T0 + 2 * HOUR, 7)
+    first, second = (
+        policy_update(T0, version=14, window_days=14),
+        policy_update(T0 + 2 * HOUR, version=7, window_days=7),
+    )
     state = fold_policies([record(0, encode_event(first), T0), record(1, encode_event(second), T0)])
 
     assert change_in_force(state, T0 - HOUR) is None  # the default file is in force
