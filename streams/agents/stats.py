@@ -60,7 +60,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import takewhile
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from pydantic import Field
 
@@ -96,6 +96,11 @@ class Trade(WireModel):
             signed_confidence=sign * rec.confidence,
         )
 
+    @property
+    def at(self) -> datetime:
+        """The fact time: when the PnL became real."""
+        return self.exit_ts
+
     def sort_key(self) -> tuple[datetime, uuid.UUID, uuid.UUID]:
         """Trade order: exit time, then signal id; the event id only breaks exact ties."""
         return (self.exit_ts, self.signal_id, self.event_id)
@@ -123,6 +128,10 @@ class Run(WireModel):
             tokens_in=run.tokens_in,
             tokens_out=run.tokens_out,
         )
+
+    @property
+    def at(self) -> datetime:
+        return self.ts
 
     def sort_key(self) -> tuple[datetime, uuid.UUID]:
         return (self.ts, self.event_id)
@@ -292,71 +301,94 @@ class RunTotals(WireModel):
         )
 
 
-class TradeDay(WireModel):
-    """The trades of one UTC day after the horizon, in trade order, and their totals."""
+class _Fact(Protocol):
+    """What a day bucket needs of a fact: its id, its fact time and its order."""
 
-    trades: tuple[Trade, ...]
-    totals: TradeTotals
+    @property
+    def event_id(self) -> uuid.UUID: ...
 
-    @classmethod
-    def of(cls, trades: tuple[Trade, ...]) -> TradeDay:
-        return cls(trades=trades, totals=TradeTotals().plus(t.pnl_bps for t in trades))
+    @property
+    def at(self) -> datetime: ...
 
-    def with_trade(self, trade: Trade) -> TradeDay:
-        if trade.sort_key() > self.trades[-1].sort_key():  # the usual case: in order
-            return TradeDay(trades=(*self.trades, trade), totals=self.totals.plus([trade.pnl_bps]))
-        trades = list(self.trades)
-        insort(trades, trade, key=Trade.sort_key)
-        return TradeDay.of(tuple(trades))
-
-    def after(self, horizon: datetime) -> TradeDay | None:
-        """The day without its trades at or before `horizon`; None if none is left."""
-        first = bisect_right(self.trades, horizon, key=lambda t: t.exit_ts)
-        if not first:
-            return self
-        return TradeDay.of(self.trades[first:]) if first < len(self.trades) else None
-
-    def has(self, event_id: uuid.UUID) -> bool:
-        return any(t.event_id == event_id for t in self.trades)
-
-    def within(self, start: datetime | None, end: datetime) -> TradeTotals:
-        """The totals of the day's trades in (start, end]."""
-        if (start is None or self.trades[0].exit_ts > start) and self.trades[-1].exit_ts <= end:
-            return self.totals
-        return TradeTotals().plus(t.pnl_bps for t in self.trades if _within(t.exit_ts, start, end))
+    def sort_key(self) -> tuple[Any, ...]: ...
 
 
-class RunDay(WireModel):
-    """The runs of one UTC day after the horizon, in run order, and their totals."""
+F = TypeVar("F", Trade, Run)
+T = TypeVar("T", TradeTotals, RunTotals)
 
-    runs: tuple[Run, ...]
-    totals: RunTotals
+
+class _Day(WireModel, Generic[F, T]):
+    """The facts of one UTC day after the horizon, in fact order, and their totals.
+
+    Trades and runs keep their days the same way; only how totals add up differs
+    (`sum_of`, `plus_one`), so both kinds share this one class.
+    """
+
+    facts: tuple[F, ...]
+    totals: T
 
     @classmethod
-    def of(cls, runs: tuple[Run, ...]) -> RunDay:
-        return cls(runs=runs, totals=RunTotals().plus(runs))
+    def sum_of(cls, facts: Iterable[F]) -> T:
+        raise NotImplementedError
 
-    def with_run(self, run: Run) -> RunDay:
-        if run.sort_key() > self.runs[-1].sort_key():
-            return RunDay(runs=(*self.runs, run), totals=self.totals.plus([run]))
-        runs = list(self.runs)
-        insort(runs, run, key=Run.sort_key)
-        return RunDay.of(tuple(runs))
+    @classmethod
+    def plus_one(cls, totals: T, fact: F) -> T:
+        raise NotImplementedError
 
-    def after(self, horizon: datetime) -> RunDay | None:
-        first = bisect_right(self.runs, horizon, key=lambda r: r.ts)
+    @classmethod
+    def of(cls, facts: tuple[F, ...]) -> Self:
+        return cls(facts=facts, totals=cls.sum_of(facts))
+
+    def with_fact(self, fact: F) -> Self:
+        if fact.sort_key() > self.facts[-1].sort_key():  # the usual case: in order
+            return type(self)(facts=(*self.facts, fact), totals=self.plus_one(self.totals, fact))
+        facts = list(self.facts)
+        insort(facts, fact, key=_sort_key)
+        return self.of(tuple(facts))
+
+    def after(self, horizon: datetime) -> Self | None:
+        """The day without its facts at or before `horizon`; None if none is left."""
+        first = bisect_right(self.facts, horizon, key=_fact_time)
         if not first:
             return self
-        return RunDay.of(self.runs[first:]) if first < len(self.runs) else None
+        return self.of(self.facts[first:]) if first < len(self.facts) else None
 
     def has(self, event_id: uuid.UUID) -> bool:
-        return any(r.event_id == event_id for r in self.runs)
+        return any(f.event_id == event_id for f in self.facts)
 
-    def within(self, start: datetime | None, end: datetime) -> RunTotals:
-        """The totals of the day's runs in (start, end]."""
-        if (start is None or self.runs[0].ts > start) and self.runs[-1].ts <= end:
+    def within(self, start: datetime | None, end: datetime) -> T:
+        """The totals of the day's facts in (start, end]."""
+        if (start is None or self.facts[0].at > start) and self.facts[-1].at <= end:
             return self.totals
-        return RunTotals().plus(r for r in self.runs if _within(r.ts, start, end))
+        return self.sum_of(f for f in self.facts if _within(f.at, start, end))
+
+
+def _sort_key(fact: _Fact) -> tuple[Any, ...]:
+    return fact.sort_key()
+
+
+def _fact_time(fact: _Fact) -> datetime:
+    return fact.at
+
+
+class TradeDay(_Day[Trade, TradeTotals]):
+    @classmethod
+    def sum_of(cls, facts: Iterable[Trade]) -> TradeTotals:
+        return TradeTotals().plus(t.pnl_bps for t in facts)
+
+    @classmethod
+    def plus_one(cls, totals: TradeTotals, fact: Trade) -> TradeTotals:
+        return totals.plus([fact.pnl_bps])
+
+
+class RunDay(_Day[Run, RunTotals]):
+    @classmethod
+    def sum_of(cls, facts: Iterable[Run]) -> RunTotals:
+        return RunTotals().plus(facts)
+
+    @classmethod
+    def plus_one(cls, totals: RunTotals, fact: Run) -> RunTotals:
+        return totals.plus([fact])
 
 
 class StatsState(WireModel):
@@ -375,12 +407,12 @@ class StatsState(WireModel):
     def trades(self) -> Iterator[Trade]:
         """The retained trades in trade order."""
         for day in self.trade_days.values():
-            yield from day.trades
+            yield from day.facts
 
     def runs(self) -> Iterator[Run]:
         """The retained runs in run order."""
         for day in self.run_days.values():
-            yield from day.runs
+            yield from day.facts
 
 
 def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsState:
@@ -393,7 +425,7 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     if _is_late(state, run.ts, window) or (bucket is not None and bucket.has(run.event_id)):
         return state
     facts = Run.of(run)
-    bucket = RunDay.of((facts,)) if bucket is None else bucket.with_run(facts)
+    bucket = RunDay.of((facts,)) if bucket is None else bucket.with_fact(facts)
     state = state.model_copy(
         update={
             "run_days": _put(state.run_days, day, bucket),
@@ -415,7 +447,7 @@ def apply_reconciled(
     if _is_late(state, rec.exit_ts, window) or (bucket is not None and bucket.has(rec.event_id)):
         return state
     trade = Trade.of(rec)
-    bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_trade(trade)
+    bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_fact(trade)
     state = state.model_copy(
         update={
             "trade_days": _put(state.trade_days, day, bucket),
@@ -463,13 +495,13 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
     trades = [
         t
         for day in _days_between(state.trade_days, start, end)
-        for t in day.trades
+        for t in day.facts
         if _within(t.exit_ts, start, end)
     ]
     latencies = (
         r.latency_ms
         for day in _days_between(state.run_days, start, end)
-        for r in day.runs
+        for r in day.facts
         if _within(r.ts, start, end)
     )
     pnls = [t.pnl_bps for t in trades]
