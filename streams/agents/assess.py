@@ -49,6 +49,8 @@ class AgentState(WireModel):
     unseen_kill_id: uuid.UUID | None = None
     # Assessments sent so far: their order for the fleet processor (times can tie).
     assessments: int = 0
+    # Whether the last assessment sent had an error rate over the allocator's bar.
+    over_error_limit: bool = False
     # The last SIGNAL_IDS_KEPT signals answered with an order: a redelivered signal must not
     # reach a live broker twice.
     signal_ids: tuple[uuid.UUID, ...] = ()
@@ -93,6 +95,18 @@ def assess(
     reported = window if outcome.decision == state.decision else stats_at(state.stats, at, days)
     events = decision_events(state.decision, outcome, reported, at, cause.event_id)
     unseen = next((e.event_id for e in events if isinstance(e, AgentKilled)), unseen)
+    over_error_limit = (window.error_rate or 0.0) > policy.allocation.max_error_rate
+    state = state.model_copy(update={"unseen_kill_id": unseen})
+    # The fleet hears of every trade; of a run only when the run changes what it decides
+    # on at once (the decision, or the error-rate bar of the allocator). The rest of what
+    # runs change (cost, latency) reaches it with the agent's next trade: half the fleet
+    # processor's input, which is a single partition.
+    if not (
+        isinstance(cause, SignalReconciled)
+        or outcome.decision != state.decision
+        or over_error_limit != state.over_error_limit
+    ):
+        return state, events
     assessed = AgentAssessed.create(
         event_id=derived_event_id("assessed", state.agent, cause.event_id),
         ts=at,
@@ -107,7 +121,7 @@ def assess(
     state = state.model_copy(
         update={
             "decision": outcome.decision,
-            "unseen_kill_id": unseen,
+            "over_error_limit": over_error_limit,
             "assessments": state.assessments + 1,
         }
     )

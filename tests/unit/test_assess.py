@@ -282,7 +282,35 @@ def test_runs_and_other_horizons_do_not_move_confidence() -> None:
 
     assert of_type(emitted, ConfidenceUpdated) == []
     assert after.confidence.mult == state.confidence.mult
-    assert [a.stats.runs for a in of_type(emitted, AgentAssessed)] == [1]
+    # A clean run that changes no decision is not news for the fleet; the next trade's
+    # assessment carries it.
+    assert of_type(emitted, AgentAssessed) == []
+    _, next_trade = run([reconciled(-10.0, 4)], state=after)
+    assert [a.stats.runs for a in of_type(next_trade, AgentAssessed)] == [1]
+
+
+def test_a_run_that_crosses_the_allocators_error_bar_is_assessed_at_once() -> None:
+    state, _ = run([reconciled(10.0, 1)])
+
+    def a_run(k: int, errors: int) -> RunCompleted:
+        return RunCompleted.create(
+            ts=T0 + 2 * HOUR + k * timedelta(minutes=1),
+            producer="t",
+            agent=AGENT,
+            run_id=uuid.UUID(int=100 + k),
+            started_at=T0 + 2 * HOUR,
+            latency_ms=400.0,
+            errors=errors,
+        )
+
+    state, clean = run([a_run(k, 0) for k in range(9)], state=state)
+    # 1 error in 10 runs: 0.10 is over the allocator's 0.05 but changes no decision.
+    _, failing = run([a_run(9, 1)], state=state)
+
+    assert of_type(clean, AgentAssessed) == []
+    assert of_type(failing, DecisionMade) == []
+    [assessed] = of_type(failing, AgentAssessed)
+    assert assessed.stats.error_rate == pytest.approx(0.1)
 
 
 # Order intents
