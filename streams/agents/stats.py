@@ -71,7 +71,7 @@ from schemas.stats import AgentStats
 
 # How `streams.runtime.sharded_store` splits a StatsState: one shard per day of trades and of
 # runs. Paths are relative to the state; a container prefixes them (e.g. "stats.").
-STATS_SHARDS: dict[str, str] = {"trade_days": "key", "run_days": "key"}
+STATS_SHARDS: dict[str, str] = {"trade_days": "days", "run_days": "days"}
 
 
 class Trade(WireModel):

@@ -76,7 +76,7 @@ PRODUCER = "metasup.reconcile"
 
 # How `streams.runtime.sharded_store` stores a book: one shard per day bucket of each
 # collection, so a save writes only the buckets an event changed.
-BOOK_SHARDS = {"prices": "key", "pending": "key", "signal_ids": "key"}
+BOOK_SHARDS = {"prices": "days", "pending": "days", "signal_ids": "days"}
 
 _DAY = timedelta(days=1)
 

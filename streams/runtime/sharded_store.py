@@ -35,7 +35,9 @@ from pydantic_core import to_json, to_jsonable_python
 M = TypeVar("M", bound=BaseModel)
 
 # How a path is split: "day:<field>" groups a sorted tuple by the UTC day of the item's
-# datetime field (dotted for nested, e.g. "day:signal.ts"); "key" stores a dict per key.
+# datetime field (dotted for nested, e.g. "day:signal.ts"); "key" stores a dict per key;
+# "days" is a dict keyed by ISO day whose newest day stays inline in the head: the day
+# almost every event changes costs no shard write and no tombstone, only the head.
 # A path segment "*" stands for every value of a dict.
 ShardSpec = dict[str, str]
 
@@ -97,6 +99,9 @@ def _groups(how: str, collection: Any) -> dict[str, Any]:
     """The parts of a collection, one per shard: by key, or the items of each day."""
     if how == "key":
         return collection
+    if how == "days":
+        newest = _newest(collection)
+        return {day: part for day, part in collection.items() if day != newest}
     field = how.removeprefix("day:")
     by_day: dict[str, list[Any]] = {}
     for item in collection:
@@ -163,8 +168,13 @@ def _shard_name(segments: list[str]) -> str:
     return orjson.dumps(segments).decode()
 
 
+def _newest(days: dict[str, Any]) -> str | None:
+    return max(days) if days else None
+
+
 def join(head: dict[str, Any], shards: dict[str, bytes]) -> dict[str, Any]:
     """Put the shards back into the head document (days in order, keys by name)."""
+    filled: list[tuple[dict[str, Any], str]] = []
     for name in sorted(shards):
         *parents, field, part = orjson.loads(name)
         node = head
@@ -175,6 +185,9 @@ def join(head: dict[str, Any], shards: dict[str, bytes]) -> dict[str, Any]:
             node[field].extend(value)
         else:
             node[field][part] = value
+            filled.append((node, field))
+    for node, field in filled:  # a "days" head holds its newest day before the shards
+        node[field] = dict(sorted(node[field].items()))
     return head
 
 
@@ -287,7 +300,10 @@ class ShardedStore(Generic[M]):
             node = document
             for part in path[:-1]:
                 node = node[part]
-            node[path[-1]] = {} if collection.how == "key" else []
+            node[path[-1]] = [] if collection.how.startswith("day:") else {}
+            newest = _newest(collection.value) if collection.how == "days" else None
+            if newest is not None:
+                node[path[-1]][newest] = to_jsonable_python(collection.value[newest])
         # The digests make the head change whenever any shard does, which is also what
         # lets `load` trust its cache when the head bytes are unchanged.
         head = orjson.dumps({"head": document, "shards": digests})

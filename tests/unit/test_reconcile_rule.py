@@ -711,5 +711,5 @@ def test_the_book_is_stored_one_day_bucket_per_shard() -> None:
     store.save(b"BTC", book)
 
     assert outcomes == []
-    assert table.writes == 2, "one price shard and the head"
+    assert table.writes == 1, "the head alone: the price's day is the newest, kept inline"
     assert ShardedStore(table, SymbolBook, BOOK_SHARDS).load(b"BTC") == book

@@ -36,9 +36,10 @@ class State(WireModel):
     inner: Inner = Field(default_factory=Inner)
     by_class: dict[str, tuple[Point, ...]] = Field(default_factory=dict)
     members: dict[str, Point] = Field(default_factory=dict)
+    days: dict[str, Point] = Field(default_factory=dict)  # in day order, as the folds keep it
 
 
-SPEC = {"inner.points": "day:ts", "by_class.*": "day:ts", "members": "key"}
+SPEC = {"inner.points": "day:ts", "by_class.*": "day:ts", "members": "key", "days": "days"}
 
 points = st.lists(
     st.builds(
@@ -56,6 +57,11 @@ states = st.builds(
     members=st.dictionaries(
         names, st.builds(Point, ts=st.just(T0), value=st.floats(0, 1)), max_size=3
     ),
+    days=st.dictionaries(
+        st.integers(0, 90).map(lambda d: (T0 + timedelta(days=d)).date().isoformat()),
+        st.builds(Point, ts=st.just(T0), value=st.floats(0, 1)),
+        max_size=6,
+    ).map(lambda found: dict(sorted(found.items()))),
 )
 
 
@@ -224,7 +230,8 @@ def test_one_more_fact_in_a_90_day_window_serializes_and_writes_its_day_only(
     table = Recording()
     store = ShardedStore(table, Holder, HOLDER_SPEC)
     store.save(b"a", Holder(stats=state))
-    assert len(table.writes) == 90 + 1  # every day after the horizon, and the head
+    # every day after the horizon but the newest, which stays inline, and the head
+    assert len(table.writes) == 89 + 1
     serialized: list[Any] = []
     real_to_json = sharded_store.to_json
 
@@ -240,7 +247,18 @@ def test_one_more_fact_in_a_90_day_window_serializes_and_writes_its_day_only(
     later = Holder(stats=apply_event(state, run, policy))
     store.save(b"a", later)
 
-    assert len(serialized) == 2  # the new day, and the day the horizon trimmed
+    # The day that stopped being the newest gets its shard, and the day the horizon trimmed
+    # a new one; the new day goes inline in the head.
+    assert len(serialized) == 2
     assert len(table.writes) == 3 and table.writes[-1] == b"a"  # those shards, then the head
     assert len(table.deletes) == 1  # the trimmed day's old shard
     assert ShardedStore(dict(table), Holder, HOLDER_SPEC).load(b"a") == later
+
+    table.writes.clear()
+    table.deletes.clear()
+    ts += timedelta(minutes=5)  # the same, newest day: the head alone changes
+    run = RunCompleted.create(ts=ts, agent="a", run_id=uuid.uuid4(), started_at=ts, latency_ms=3.0)
+    latest = Holder(stats=apply_event(later.stats, run, policy))
+    store.save(b"a", latest)
+    assert table.writes == [b"a"] and table.deletes == []
+    assert ShardedStore(dict(table), Holder, HOLDER_SPEC).load(b"a") == latest
