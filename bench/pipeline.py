@@ -52,19 +52,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas.codec import decode_event, encode_event
 from schemas.envelope import Event, derived_event_id
 from schemas.events import PriceObserved, RunCompleted, SignalEmitted
-from schemas.topics import CATALOGUE
+from schemas.topics import CATALOGUE, key_for, topic_for
 from streams.broker.admin import topic_partitions
 from streams.broker.embedded import free_port
 from streams.broker.offsets import true_end_offsets
-from streams.broker.publisher import key_for, topic_for
 from streams.reconcile.candles import candle_to_event
 from streams.reconcile.csv_source import DEMO_CSV, read_candles
+from streams.runtime.topology import RELAYED_DERIVED
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "var" / "bench" / "pipeline.json"
 SHARED_CSV = Path("/work/shared/data/bitfinex-1h-btc-usd.csv")
 SOURCE_TOPICS = [spec.name for spec in CATALOGUE if spec.origin == "source"]
 INTERNAL_TOPICS = [spec.name for spec in CATALOGUE if spec.origin == "internal"]
+
 HOUR = timedelta(hours=1)
 STRATEGIES = ("momentum", "mean_reversion", "breakout", "contrarian")
 
@@ -422,7 +423,11 @@ async def pipeline(
     meter = CpuMeter(stack.process.pid)
     result: dict[str, Any] = {"source_events": len(backlog)}
     topics = [prefix + spec.name for spec in CATALOGUE]
-    required = [prefix + n for n in ("runs", "signals", "prices", *INTERNAL_TOPICS, "reconciled")]
+    # What the workers read: the source intakes, the processor inputs, and the relays of
+    # the fleet facts the processors write themselves.
+    required = [
+        prefix + n for n in ("runs", "signals", "prices", *INTERNAL_TOPICS, *RELAYED_DERIVED)
+    ]
     try:
         async with GroupProgress(stack.bootstrap, prefix + "metasup") as progress:
             meter.begin()
