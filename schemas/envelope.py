@@ -20,6 +20,8 @@ def derived_event_id(*causes: object) -> uuid.UUID:
 
 def to_utc(value: datetime) -> datetime:
     """Reject naive datetimes: event time must be unambiguous."""
+    if value.tzinfo is UTC:  # the usual case, and the cheapest check
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("datetime must carry a timezone (ISO-8601 with 'Z' or an offset)")
     return value.astimezone(UTC)

@@ -11,7 +11,9 @@ watermark can hold them. So `stats_at(state, as_of, window_days)` is exact for
 every `as_of >= watermark`; an earlier `as_of` may lack evicted facts.
 
 Idempotence. Each event is applied at most once. An event whose id is already in
-the window is a duplicate. An event whose fact time is at or before the horizon is
+the window, at the same fact time, is a duplicate (found by bisection in its day,
+since the fact order ends with the id; a record that reuses an id with another
+fact time is a different fact). An event whose fact time is at or before the horizon is
 ignored, because the ids that would say whether it was already seen are gone.
 The price of that rule: a fact that arrives more than a window later than newer
 facts is missing from the lifetime figures too (with SPEC's 30-day window, a
@@ -88,7 +90,8 @@ class Trade(WireModel):
     @classmethod
     def of(cls, rec: SignalReconciled) -> Trade:
         sign = 1.0 if rec.direction is Direction.LONG else -1.0
-        return cls(
+        # Built from a validated event: nothing to validate again.
+        return cls.model_construct(
             event_id=rec.event_id,
             signal_id=rec.signal_id,
             exit_ts=rec.exit_ts,
@@ -119,7 +122,7 @@ class Run(WireModel):
 
     @classmethod
     def of(cls, run: RunCompleted) -> Run:
-        return cls(
+        return cls.model_construct(
             event_id=run.event_id,
             ts=run.ts,
             latency_ms=run.latency_ms,
@@ -353,8 +356,12 @@ class _Day(WireModel, Generic[F, T]):
             return self
         return self.of(self.facts[first:]) if first < len(self.facts) else None
 
-    def has(self, event_id: uuid.UUID) -> bool:
-        return any(f.event_id == event_id for f in self.facts)
+    def has(self, fact: F) -> bool:
+        """Whether the day holds `fact` already: its sort key ends with its event id, so
+        there is one place it can be."""
+        key = fact.sort_key()
+        index = bisect_left(self.facts, key, key=_sort_key)
+        return index < len(self.facts) and self.facts[index].event_id == fact.event_id
 
     def within(self, start: datetime | None, end: datetime) -> T:
         """The totals of the day's facts in (start, end]."""
@@ -420,11 +427,13 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     if run.skipped_reason is not None:
         return state
     window = _window(window_days)
+    if _is_late(state, run.ts, window):
+        return state
     day = _day(run.ts)
     bucket = state.run_days.get(day)
-    if _is_late(state, run.ts, window) or (bucket is not None and bucket.has(run.event_id)):
-        return state
     facts = Run.of(run)
+    if bucket is not None and bucket.has(facts):
+        return state
     bucket = RunDay.of((facts,)) if bucket is None else bucket.with_fact(facts)
     state = state.model_copy(
         update={
@@ -442,11 +451,13 @@ def apply_reconciled(
     if rec.horizon_hours != focus_horizon_hours:
         return state
     window = _window(window_days)
+    if _is_late(state, rec.exit_ts, window):
+        return state
     day = _day(rec.exit_ts)
     bucket = state.trade_days.get(day)
-    if _is_late(state, rec.exit_ts, window) or (bucket is not None and bucket.has(rec.event_id)):
-        return state
     trade = Trade.of(rec)
+    if bucket is not None and bucket.has(trade):
+        return state
     bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_fact(trade)
     state = state.model_copy(
         update={

@@ -55,8 +55,16 @@ def _with_change(changes: tuple[E, ...], change: E) -> tuple[E, ...]:
 
 
 def _latest_at(changes: Sequence[E], at: datetime) -> E | None:
-    index = bisect_right([change.ts for change in changes], at)
+    if not changes:
+        return None
+    if changes[-1].ts <= at:  # the usual case: the newest change is in force
+        return changes[-1]
+    index = bisect_right(changes, at, key=_change_time)
     return changes[index - 1] if index else None
+
+
+def _change_time(change: Event) -> datetime:
+    return change.ts
 
 
 def apply_fleet_event(state: FleetState, event: Event) -> FleetState:
@@ -96,7 +104,24 @@ def policy_at(state: FleetState, at: datetime) -> Policy:
     change = _latest_at(state.policies, at)
     if change is None:
         return default_policy()
-    return Policy.model_validate(change.model_dump(include=set(Policy.model_fields)))
+    return _policy_of(change)
+
+
+# Policies of recent changes, by the identity of the change (which the entry keeps alive, so
+# the id cannot be reused): every event asks for the policy in force, and a change is
+# frozen, so converting it once returns what converting it again would.
+_POLICIES: dict[int, tuple[PolicyUpdated, Policy]] = {}
+_POLICIES_KEPT = 64
+
+
+def _policy_of(change: PolicyUpdated) -> Policy:
+    entry = _POLICIES.get(id(change))
+    if entry is None:
+        policy = Policy.model_validate(change.model_dump(include=set(Policy.model_fields)))
+        if len(_POLICIES) >= _POLICIES_KEPT:
+            del _POLICIES[next(iter(_POLICIES))]
+        entry = _POLICIES[id(change)] = (change, policy)
+    return entry[1]
 
 
 def regime_at(state: FleetState, at: datetime) -> str | None:

@@ -39,17 +39,23 @@ recovery race of BROKER-NOTES, which loses records as well as repeating them:
 4. **Short fetch waits.** Faust creates its consumer with `fetch_max_wait_ms=1500`;
    Tansu holds every fetch that long even when records arrive meanwhile, so each hop
    of the pipeline waited up to 1.5 s. The worker's consumer waits `FETCH_MAX_WAIT_MS`.
+
+5. **States written at commit.** A commit first runs the callbacks registered with
+   `before_commit` (the processors write the states changed since the last commit,
+   see `streams.runtime.write_behind`), then flushes the producer (fix 3), then
+   commits: the offsets never get ahead of the states that cover them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import FutureMessage
@@ -71,6 +77,24 @@ FETCH_MAX_WAIT_MS = 50
 _original_put = ProducerBuffer.put
 _original_flush = ProducerBuffer.flush
 _original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_original_commit_offsets = Consumer._commit_offsets
+
+# Callbacks run before each commit of an app's consumer, by app.
+_BEFORE_COMMIT: dict[int, list[Callable[[], object]]] = {}
+
+
+def before_commit(app: Any, callback: Callable[[], object]) -> None:
+    """Run `callback` before every offset commit of `app`'s consumer (fix 5)."""
+    _BEFORE_COMMIT.setdefault(id(app), []).append(callback)
+
+
+async def _write_states_then_commit(
+    self: Consumer, offsets: Mapping[Any, int], start_new_transaction: bool = True
+) -> bool:
+    for callback in _BEFORE_COMMIT.get(id(self.app), ()):
+        callback()
+    committed: bool = await _original_commit_offsets(self, offsets, start_new_transaction)
+    return committed
 
 
 async def seek_to_committed_or_reset(
@@ -189,3 +213,4 @@ def apply_faust_fixes() -> None:
     ProducerBuffer.put = _put_and_track  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush_until_acknowledged  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer_short_fetch_wait  # type: ignore[method-assign]
+    Consumer._commit_offsets = _write_states_then_commit  # type: ignore[method-assign]
