@@ -22,6 +22,7 @@ from streams.broker.admin import topic_partitions
 from streams.broker.consumers import assigned_consumer
 from streams.broker.durable_log import DurableLog
 from streams.broker.offsets import true_end_offsets
+from streams.core.signing import FactVerifier
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,22 @@ def merged_by_receipt(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
         yield record
 
 
-def events(records: Iterable[LogRecord], until: datetime | None = None) -> Iterator[Event]:
+def events(
+    records: Iterable[LogRecord],
+    until: datetime | None = None,
+    verifier: FactVerifier | None = None,
+) -> Iterator[Event]:
     """Decode valid events (invalid ones are in `deadletter` already), optionally as of `until`
-    (the broker receipt time: what the system knew then)."""
+    (the broker receipt time: what the system knew then).
+
+    With the supervisor's `verifier`, an unsigned or forged kill or policy fact is skipped
+    as the workers skipped it; every command of the CLI passes one. Without, facts are
+    taken as written: only for a log the caller wrote itself (benchmarks, tests).
+    """
     for record in records:
         if until is not None and record.received_at > until:
             continue
         try:
-            yield decode_event(record.value)
+            yield decode_event(record.value) if verifier is None else verifier.decode(record.value)
         except RejectedRecord:
             continue

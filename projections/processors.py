@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from projections.log import LogRecord
-from schemas.codec import RejectedRecord, decode_event
+from schemas.codec import RejectedRecord
 from schemas.topics import topic
 from streams.agents.execution import TradingMode
 from streams.agents.processor import AgentProcessor
 from streams.core.fleet_state import FleetState
 from streams.core.processing import Processor, Routed, apply_input
+from streams.core.signing import FactVerifier
 from streams.fleet.book import FleetProcessor
 from streams.reconcile.processor import ReconcileProcessor
 
@@ -28,14 +29,21 @@ def processors(mode: TradingMode = "shadow") -> list[Processor[Any]]:
     return [ReconcileProcessor(), AgentProcessor(mode), FleetProcessor()]
 
 
-def replay_partition(processor: Processor[Any], records: Iterable[LogRecord]) -> Iterator[Routed]:
-    """Fold one input partition's records (in offset order) and yield every output."""
+def replay_partition(
+    processor: Processor[Any], records: Iterable[LogRecord], verifier: FactVerifier
+) -> Iterator[Routed]:
+    """Fold one input partition's records (in offset order) and yield every output.
+
+    Records are admitted as the live shell admits them: an unsigned or forged governance
+    fact is skipped. Outputs are the pure step's, unsigned: the live shell signs the
+    governance facts among them on their way out.
+    """
     facts = FleetState()
     states: dict[str, Any] = {}
     expected = topic(processor.input_topic).types
     for record in records:
         try:
-            event = decode_event(record.value, expected)
+            event = verifier.decode(record.value, expected)
         except RejectedRecord:
             continue  # the live shell sent it to `deadletter`; it changes no state
         result = apply_input(processor, facts, states.get, event)
@@ -46,7 +54,10 @@ def replay_partition(processor: Processor[Any], records: Iterable[LogRecord]) ->
 
 
 def replay_processor(
-    processor: Processor[Any], records: Iterable[LogRecord], prefix: str = ""
+    processor: Processor[Any],
+    records: Iterable[LogRecord],
+    verifier: FactVerifier,
+    prefix: str = "",
 ) -> list[Routed]:
     """Every output of `processor` over the records of its input topic (any order given)."""
     name = prefix + processor.input_topic
@@ -57,5 +68,5 @@ def replay_processor(
     outputs: list[Routed] = []
     for partition in sorted(by_partition):
         ordered = sorted(by_partition[partition], key=lambda r: r.offset)
-        outputs += replay_partition(processor, ordered)
+        outputs += replay_partition(processor, ordered, verifier)
     return outputs

@@ -131,15 +131,21 @@ class DecisionMade(Event):
     stats: dict[str, Any] = Field(default_factory=dict)
 
 
-class OperatorCommand(Event):
-    """A request from an operator; only valid once its signature is verified."""
+class SignedCommand(Event):
+    """A request from an operator on `commands`; only valid once the supervisor has verified
+    its HMAC signature, its freshness and its nonce (`streams.fleet.commands`)."""
+
+    actor: str = Field(min_length=1)
+    reason: str = ""
+    nonce: str = Field(min_length=8)
+    signature: str = ""
+
+
+class OperatorCommand(SignedCommand):
+    """A kill or revive request."""
 
     target_type: TargetType
     target: str = Field(min_length=1)
-    reason: str = ""
-    actor: str = Field(min_length=1)
-    nonce: str = Field(min_length=8)
-    signature: str = ""
     until: UtcDatetime | None = None
 
 
@@ -151,15 +157,33 @@ class ReviveRequested(OperatorCommand):
     TYPE: ClassVar[str] = "revive.requested"
 
 
-class KillFact(Event):
+class PolicyChangeRequested(SignedCommand):
+    """An operator's change of the policy: `changes` is a partial policy (only the changed
+    keys, e.g. {"thresholds": {"window_days": 14}}); the supervisor applies it to the policy
+    in force and appends the whole result as `policy.updated`."""
+
+    TYPE: ClassVar[str] = "policy.change.requested"
+    changes: dict[str, Any] = Field(min_length=1)
+
+
+class GovernanceFact(Event):
+    """A fact only the supervisor writes (`kills`, `policy`). `signature` is its Ed25519
+    signature (hex) over the canonical bytes of every other field; readers verify it with
+    the supervisor's public key and treat an unsigned or forged fact as bad input."""
+
+    actor: str = "supervisor"
+    reason: str = ""
+    # The command that caused the fact, when an operator's.
+    cause_id: uuid.UUID | None = None
+    signature: str = ""
+
+
+class KillFact(GovernanceFact):
     """A change of the kill list; written only by the supervisor."""
 
     target: str
     source: KillSource
-    reason: str = ""
-    actor: str = "supervisor"
     until: UtcDatetime | None = None
-    cause_id: uuid.UUID | None = None
 
 
 class AgentKilled(KillFact):
@@ -241,8 +265,9 @@ class AgentProposed(AgentProposal, Event):
     proposal_id: str = Field(min_length=1)
 
 
-class PolicyUpdated(Policy, Event):
-    """The whole policy in force from `ts` on; folding it means replacing it."""
+class PolicyUpdated(Policy, GovernanceFact):
+    """The whole policy in force from `ts` on; folding it means replacing it. `actor` and
+    `reason` are those of the operator's change, `cause_id` its command."""
 
     TYPE: ClassVar[str] = "policy.updated"
 
@@ -282,6 +307,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DecisionMade,
         KillRequested,
         ReviveRequested,
+        PolicyChangeRequested,
         AgentKilled,
         AgentRevived,
         StrategyKilled,

@@ -40,7 +40,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "target",
         FLEET_PARTITIONS,
         "source",
-        frozenset({"kill.requested", "revive.requested"}),
+        frozenset({"kill.requested", "revive.requested", "policy.change.requested"}),
     ),
     TopicSpec("regimes", "fleet", FLEET_PARTITIONS, "source", frozenset({"regime.changed"})),
     TopicSpec("policy", "fleet", FLEET_PARTITIONS, "source", frozenset({"policy.updated"})),

@@ -23,6 +23,7 @@ import orjson
 from schemas.envelope import derived_event_id
 from schemas.events import PolicyUpdated, PriceObserved
 from streams.core.fleet_state import default_policy
+from streams.core.signing import FactSigner
 from streams.reconcile.csv_source import DEMO_CSV, price_events
 from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
@@ -108,7 +109,10 @@ def fake_llm_response(model: str, rng: random.Random) -> dict[str, object]:
 def demo_policy(at: datetime) -> PolicyUpdated:
     """A looser policy than the default, so the demo fleet lives long enough to watch:
     with 24 h BTC trades of a few hundred bps each, the default -150 bps kill line is
-    crossed by any agent within days. Published as an event, like any policy change."""
+    crossed by any agent within days. Published as an event, like any policy change, but
+    in force from the first price of the replayed history, which a command (judged fresh
+    at receipt) cannot be: the demo runs inside `metasup up`, beside the supervisor, and
+    signs it with the supervisor's key."""
     policy = default_policy()
     thresholds = policy.thresholds.model_copy(
         update={
@@ -123,6 +127,8 @@ def demo_policy(at: datetime) -> PolicyUpdated:
         event_id=derived_event_id("demo-policy", at.isoformat()),
         ts=at,
         producer="metasup.demo",
+        actor="metasup.demo",
+        reason="demo: looser kill lines, so the simulated fleet lives long enough to watch",
         **{
             **policy.model_dump(),
             "version": policy.version + 1,
@@ -132,8 +138,11 @@ def demo_policy(at: datetime) -> PolicyUpdated:
 
 
 class Demo:
-    def __init__(self, client: AsyncClient, data_dir: Path, speed: float, say: Say) -> None:
+    def __init__(
+        self, client: AsyncClient, data_dir: Path, speed: float, say: Say, signer: FactSigner
+    ) -> None:
         self.client = client
+        self.signer = signer
         self.progress_path = data_dir / "demo-progress.json"
         self.speed = speed
         self.say = say
@@ -169,7 +178,7 @@ class Demo:
         )
         resume = self.resume_after()
         if resume is None:
-            await self.client.publish(demo_policy(prices[0].ts))
+            await self.client.publish(self.signer.sign(demo_policy(prices[0].ts)))
             self.say("demo: published its policy (looser kill lines; `metasup policy show`)")
         history: History = []
         sent = 0
@@ -208,9 +217,14 @@ async def run_demo(
     data_dir: Path,
     speed: float,
     say: Say,
+    signer: FactSigner,
 ) -> None:
     client = AsyncClient(
-        bootstrap, topic_prefix=topic_prefix, producer="metasup.demo", follow_kills=True
+        bootstrap,
+        topic_prefix=topic_prefix,
+        producer="metasup.demo",
+        follow_kills=True,
+        supervisor_key=signer.verifier,
     )
     async with client:
-        await Demo(client, data_dir, speed, say).run(stop)
+        await Demo(client, data_dir, speed, say, signer).run(stop)

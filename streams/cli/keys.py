@@ -1,4 +1,5 @@
-"""`metasup keys new|list`: operator signing keys in the keyring file {actor: hexsecret}."""
+"""`metasup keys new|list|supervisor`: operator signing keys in the keyring file
+{actor: hexsecret}, and the supervisor's Ed25519 key pair."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import orjson
 
 from streams.fleet.commands import load_keyring, new_key
 from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import write_key_pair
 
 # Characters that would break the inline `actor:hexsecret,...` form of METASUP_OPERATOR_KEYS.
 _FORBIDDEN_IN_ACTOR = frozenset(":,") | frozenset(" \t\r\n")
@@ -20,7 +22,7 @@ _FORBIDDEN_IN_ACTOR = frozenset(":,") | frozenset(" \t\r\n")
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "keys",
-        help="create operator signing keys (needed by kill/revive)",
+        help="create operator signing keys (kill/revive/policy set) or the supervisor key",
         description=(
             "Operator keys sign kill/revive commands (HMAC-SHA256). They live in the keyring "
             "file METASUP_OPERATOR_KEYS_FILE, by default <METASUP_DATA_DIR>/operator-keys.json, "
@@ -45,6 +47,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     new.set_defaults(run=run_new)
     listing = actions.add_parser("list", help="list the actors that have a key (never secrets)")
     listing.set_defaults(run=run_list)
+    supervisor = actions.add_parser(
+        "supervisor",
+        help="create the supervisor's Ed25519 key pair (signs every fact on kills and policy)",
+        description=(
+            "Generate the supervisor's Ed25519 key pair. The private key (default "
+            "<METASUP_DATA_DIR>/supervisor.key, mode 600; METASUP_SUPERVISOR_KEY_FILE) stays "
+            "where the supervisor runs and signs every fact it writes to `kills` and "
+            "`policy`. The public key (<METASUP_DATA_DIR>/supervisor.pub; "
+            "METASUP_SUPERVISOR_PUBLIC_KEY_FILE) is what workers, SDK guards and the CLI "
+            "verify those facts with: copy it to wherever they run. `metasup up` creates "
+            "the pair when it is missing."
+        ),
+    )
+    supervisor.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing key pair (facts signed with the old key stop verifying)",
+    )
+    supervisor.set_defaults(run=run_supervisor)
 
 
 def default_actor() -> str:
@@ -155,4 +176,22 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     print(f"operator keys from {where}:")
     for actor in sorted(keyring):
         print(f"  {actor}")
+    return 0
+
+
+def run_supervisor(args: argparse.Namespace, settings: Settings) -> int:
+    private_path = settings.supervisor_key_path()
+    public_path = settings.supervisor_public_key_path()
+    if private_path.exists() and not args.force:
+        print(
+            f"error: the supervisor already has a key at {private_path} (public key "
+            f"{public_path}); pass --force to replace it (every fact signed with the old "
+            "key then reads as forged: start from a fresh data dir)",
+            file=sys.stderr,
+        )
+        return 1
+    write_key_pair(private_path, public_path, replace=args.force)
+    print("created the supervisor's Ed25519 key pair:")
+    print(f"  private {private_path} (mode 600: only where the supervisor runs)")
+    print(f"  public  {public_path} (copy it to every reader: SDK guards, the CLI elsewhere)")
     return 0

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up
 from streams.cli.connection import LogUnavailable
 from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import SupervisorKeyError
 
 SUBCOMMANDS = (up, emit, tail, topics, status, stats, keys, operator, policy, spawn)
 
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args, settings))
-    except LogUnavailable as error:
+    except (LogUnavailable, SupervisorKeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `metasup tail x | head` closed the pipe: not an error

@@ -114,6 +114,19 @@ def resolve_actor(
     return next(iter(keyring))
 
 
+def signing_key(settings: Settings, explicit: str | None) -> tuple[str, bytes]:
+    """The actor who signs and their secret: `explicit` (--actor), else
+    $METASUP_OPERATOR_ACTOR, else the only actor in the keyring."""
+    where = (
+        "METASUP_OPERATOR_KEYS"
+        if settings.operator_keys is not None
+        else str(keyring_file(settings))
+    )
+    keyring = load_keyring(settings.keyring_source())
+    actor = resolve_actor(explicit, os.environ.get(ACTOR_ENV), keyring, where)
+    return actor, keyring[actor]
+
+
 def build_command(
     kind: type[KillRequested] | type[ReviveRequested],
     target_type: TargetType,
@@ -186,7 +199,8 @@ def _add_target(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
-def _add_actor(parser: argparse.ArgumentParser) -> None:
+def add_actor(parser: argparse.ArgumentParser) -> None:
+    """The --actor option of every signed command."""
     parser.add_argument(
         "--actor",
         metavar="NAME",
@@ -218,12 +232,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a timed kill: a duration from now (30m, 2h, 1d) or an ISO-8601 time with a "
         "timezone (2024-06-01T12:00Z); the supervisor revives it then. Default: until revived",
     )
-    _add_actor(kill)
+    add_actor(kill)
     kill.set_defaults(run=run, command_kind=KillRequested)
 
     revive = _command_parser(commands, "revive", "a killed agent or strategy class")
     revive.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the log)")
-    _add_actor(revive)
+    add_actor(revive)
     revive.set_defaults(run=run, command_kind=ReviveRequested, until=None)
 
 
@@ -234,22 +248,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not target:
         print("error: the agent or strategy class name is empty", file=sys.stderr)
         return 2
-    where = (
-        "METASUP_OPERATOR_KEYS"
-        if settings.operator_keys is not None
-        else str(keyring_file(settings))
-    )
     now = datetime.now(UTC)
     try:
         until = parse_until(args.until, now) if args.until else None
-        keyring = load_keyring(settings.keyring_source())
-        actor = resolve_actor(args.actor, os.environ.get(ACTOR_ENV), keyring, where)
+        actor, secret = signing_key(settings, args.actor)
     except (ValueError, orjson.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = build_command(
-        kind, target_type, target, args.reason, actor, keyring[actor], now, until
-    )
+    command = build_command(kind, target_type, target, args.reason, actor, secret, now, until)
     what = "strategy class" if target_type == "strategy_class" else "agent"
     timing = f" until {format_utc(until)}" if until is not None else ""
     reason = f", reason {command.reason!r}" if command.reason else ""

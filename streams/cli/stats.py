@@ -14,6 +14,7 @@ from schemas.envelope import to_utc
 from schemas.stats import AgentStats
 from streams.cli.connection import read_log
 from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import load_verifier
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,8 @@ def _fmt(value: float | None, pattern: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     as_of = to_utc(args.as_of) if args.as_of else None
     records, where = read_log(settings, AGENT_TOPICS)
-    projection = project_agents(events(merged_by_receipt(records), until=as_of))
+    verifier = load_verifier(settings)
+    projection = project_agents(events(merged_by_receipt(records), as_of, verifier))
     if args.agent:
         if args.agent not in projection.agents:
             known = ", ".join(sorted(projection.agents)) or "none yet"

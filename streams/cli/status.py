@@ -13,6 +13,7 @@ from schemas.topics import CATALOGUE
 from streams.broker.offsets import consumer_lag
 from streams.cli.connection import read_log, resolve_bootstrap
 from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import load_verifier
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +25,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     records, where = read_log(settings, STATUS_TOPICS)
-    status = reconcile_status(events(merged_by_receipt(records)))
+    status = reconcile_status(events(merged_by_receipt(records), verifier=load_verifier(settings)))
     if not status.rows:
         print("no signals yet (`metasup tail signals` shows what arrives)")
     else:

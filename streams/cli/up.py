@@ -11,6 +11,7 @@ from streams.reconcile.http_feeds import default_price_feed
 from streams.runtime.live_feed import run_live_feed
 from streams.runtime.settings import Settings
 from streams.runtime.stack import DataDirInUse, Stack, install_stop_handlers
+from streams.runtime.supervisor_key import ensure_key_pair, load_signer
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +56,11 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stack = Stack(settings, workers=args.workers, say=lambda line: print(line, flush=True))
+    if ensure_key_pair(settings):
+        stack.say(
+            f"created the supervisor key {settings.supervisor_key_path()} (mode 600); readers "
+            f"verify kills and policy with {settings.supervisor_public_key_path()}"
+        )
     stack.say(price_feed_line(settings, args.price_poll_s, args.demo))
     if args.demo:
         stack.extras.append(
@@ -64,6 +70,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
                 data_dir=settings.data_dir,
                 speed=args.demo_speed,
                 say=stack.say,
+                signer=load_signer(settings),
             )
         )
     if settings.price_feed == "binance":

@@ -1,9 +1,13 @@
 """Operator commands: HMAC-SHA256 signatures, freshness and replay protection.
 
 Only a command signed with its actor's secret, fresh, and never seen before
-becomes a kill fact. The signature covers the canonical bytes of every field
-but `signature` itself: orjson with sorted keys of the JSON-mode dump (times
-as ISO-8601 UTC with `Z`), so any client that builds the same JSON can sign.
+becomes a governance fact: a kill or revive on `kills`, or a `policy.updated` on
+`policy` (the policy in force with the command's partial policy applied, refused
+with the bound named when a value is out of bounds). The signature covers the
+canonical bytes of every field but `signature` itself (`streams.core.signing`:
+orjson with sorted keys of the JSON-mode dump, times as ISO-8601 UTC with `Z`), so
+any client that builds the same JSON can sign. The facts made here are signed by
+the supervisor's shell with its Ed25519 key before they are written.
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from typing import TypeVar
 import orjson
 from pydantic import Field
 
-from schemas.envelope import UtcDatetime, WireModel, format_utc
-from schemas.events import KillFact, KillRequested, OperatorCommand, ReviveRequested
-from streams.core.kill_facts import KILL_MODELS, REVIVE_MODELS, kill_fact
+from schemas.envelope import UtcDatetime, WireModel, derived_event_id, format_utc
+from schemas.events import (
+    GovernanceFact,
+    KillRequested,
+    PolicyChangeRequested,
+    PolicyUpdated,
+    ReviveRequested,
+    SignedCommand,
+)
+from schemas.policy import Policy, PolicyChangeError, apply_policy_changes
+from streams.core.fleet_state import default_policy
+from streams.core.kill_facts import KILL_MODELS, PRODUCER, REVIVE_MODELS, kill_fact
+from streams.core.signing import canonical_bytes
 
 Keyring = Mapping[str, bytes]
 
@@ -29,7 +43,7 @@ DEFAULT_MAX_AGE_S = 300.0
 # Clocks of operator machines drift; more than this ahead is not drift but forgery or a bug.
 MAX_FUTURE_SKEW_S = 30.0
 
-C = TypeVar("C", bound=OperatorCommand)
+C = TypeVar("C", bound=SignedCommand)
 
 
 def new_key() -> str:
@@ -80,13 +94,7 @@ def load_keyring(value: str) -> dict[str, bytes]:
     return keyring
 
 
-def canonical_bytes(command: OperatorCommand) -> bytes:
-    """Return the bytes the signature covers: every field but `signature`, sorted keys."""
-    payload = command.model_dump(mode="json", exclude={"signature"})
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-
-
-def _mac(command: OperatorCommand, secret: bytes) -> str:
+def _mac(command: SignedCommand, secret: bytes) -> str:
     return hmac.new(secret, canonical_bytes(command), hashlib.sha256).hexdigest()
 
 
@@ -96,7 +104,7 @@ def sign(command: C, secret: bytes) -> C:
 
 
 def verify(
-    command: OperatorCommand,
+    command: SignedCommand,
     keyring: Keyring,
     seen_nonces: Container[str],
     at: datetime,
@@ -133,19 +141,23 @@ def verify(
 
 
 class CommandGate(WireModel):
-    """Nonces of accepted commands, remembered only while their commands are fresh.
+    """Nonces of accepted commands, remembered only while their commands are fresh, and the
+    last policy the gate appended.
 
     A nonce older than the freshness window can be forgotten: a replay of its
     command is rejected as stale anyway. `high_water` is the latest `at` seen;
     checks use it when `at` goes backwards, so a forgotten nonce stays dead.
+    `policy` is the base of the next change until the caller's read of `policy`
+    shows a newer one: two changes in a row never both start from the same base.
     """
 
     max_age_s: float = DEFAULT_MAX_AGE_S
     nonces: dict[str, datetime] = Field(default_factory=dict)
     high_water: UtcDatetime | None = None
+    policy: PolicyUpdated | None = None
 
 
-def _facts_for(command: OperatorCommand) -> list[KillFact] | str:
+def _kill_facts(command: SignedCommand) -> list[GovernanceFact] | str:
     if isinstance(command, KillRequested):
         if command.until is not None and command.until <= command.ts:
             return f"until {format_utc(command.until)} is not after the command time"
@@ -153,7 +165,10 @@ def _facts_for(command: OperatorCommand) -> list[KillFact] | str:
     elif isinstance(command, ReviveRequested):
         model, until = REVIVE_MODELS[command.target_type], None
     else:
-        return f"{command.type!r} is neither kill.requested nor revive.requested"
+        return (
+            f"{command.type!r} is not a command the supervisor knows "
+            "(kill.requested, revive.requested, policy.change.requested)"
+        )
     return [
         kill_fact(
             model,
@@ -169,21 +184,71 @@ def _facts_for(command: OperatorCommand) -> list[KillFact] | str:
     ]
 
 
+def _newest(*changes: PolicyUpdated | None) -> PolicyUpdated | None:
+    known = [change for change in changes if change is not None]
+    return max(known, key=lambda change: change.ts) if known else None
+
+
+def _policy_fact(
+    command: PolicyChangeRequested, base: PolicyUpdated | None
+) -> list[GovernanceFact] | str:
+    """The policy in force (`base`, else the default) with the command's changes applied,
+    as the `policy.updated` in force from the command's time."""
+    if base is not None and command.ts < base.ts:
+        return (
+            f"out of order: policy version {base.version} is in force since "
+            f"{format_utc(base.ts)}, after this change was asked at {format_utc(command.ts)}; "
+            "look at `metasup policy show` and send the change again"
+        )
+    current = (
+        default_policy()
+        if base is None
+        else Policy.model_validate(base.model_dump(include=set(Policy.model_fields)))
+    )
+    try:
+        updated = apply_policy_changes(current, list(command.changes.items()))
+    except PolicyChangeError as error:
+        return str(error)
+    fact = PolicyUpdated.create(
+        event_id=derived_event_id(PolicyUpdated.TYPE, command.event_id),
+        ts=command.ts,
+        producer=PRODUCER,
+        actor=command.actor,
+        reason=command.reason,
+        cause_id=command.event_id,
+        **updated.model_dump(),
+    )
+    return [fact]
+
+
 def apply_command(
-    gate: CommandGate, command: OperatorCommand, keyring: Keyring, at: datetime
-) -> tuple[CommandGate, list[KillFact] | str]:
-    """Turn a valid command into its kill or revive fact, or return the rejection reason.
+    gate: CommandGate,
+    command: SignedCommand,
+    keyring: Keyring,
+    at: datetime,
+    latest_policy: PolicyUpdated | None = None,
+) -> tuple[CommandGate, list[GovernanceFact] | str]:
+    """Turn a valid command into its governance fact, or return the rejection reason.
 
     A rejected command leaves the gate unchanged. The fact's time is the
     command's time (when the operator asked) and its id derives from the
-    command's id, so a redelivered command cannot act twice.
+    command's id, so a redelivered command cannot act twice. `latest_policy` is
+    the newest `policy.updated` the caller has read from `policy` (None: none yet);
+    a policy change applies to it or to the gate's own last one, whichever is newer.
     """
     now = at if gate.high_water is None else max(at, gate.high_water)
     rejection = verify(command, keyring, gate.nonces, now, gate.max_age_s)
-    facts = _facts_for(command) if rejection is None else rejection
+    if rejection is not None:
+        return gate, rejection
+    facts = (
+        _policy_fact(command, _newest(gate.policy, latest_policy))
+        if isinstance(command, PolicyChangeRequested)
+        else _kill_facts(command)
+    )
     if isinstance(facts, str):
         return gate, facts
     cutoff = now - timedelta(seconds=gate.max_age_s)
     nonces = {nonce: ts for nonce, ts in gate.nonces.items() if ts >= cutoff}
     nonces[command.nonce] = command.ts
-    return gate.model_copy(update={"nonces": nonces, "high_water": now}), facts
+    policy = next((f for f in facts if isinstance(f, PolicyUpdated)), gate.policy)
+    return gate.model_copy(update={"nonces": nonces, "high_water": now, "policy": policy}), facts

@@ -20,6 +20,7 @@ from streams.agents.execution import BrokerAdapter, dispatch
 from streams.agents.processor import AgentProcessor
 from streams.agents.stats import STATS_SHARDS
 from streams.core.processing import Routed
+from streams.core.signing import FactSigner
 from streams.runtime.fleet_view import FleetView
 from streams.runtime.outputs import FaustTopics, Handlers, forward
 from streams.runtime.processor_shell import ProcessorShell
@@ -37,6 +38,7 @@ def register_agent_processor(
     fleet: FleetView,
     settings: Settings,
     broker: BrokerAdapter,
+    signer: FactSigner,
 ) -> None:
     async def to_agent(message: Any, event: Event) -> None:
         assert isinstance(event, RunCompleted | SignalEmitted)
@@ -53,7 +55,7 @@ def register_agent_processor(
         ]
 
     shell = ProcessorShell(
-        app, topics, AgentProcessor(settings.trading_mode), AGENT_SHARDS, route_orders
+        app, topics, AgentProcessor(settings.trading_mode), AGENT_SHARDS, signer, route_orders
     )
     store = shell.store
     register_agent_views(app, store, fleet, settings)

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.codec import RejectedRecord, decode_event, encode_event
+from schemas.codec import RejectedRecord, encode_event
 from schemas.envelope import Event, derived_event_id
 from schemas.events import EventRejected
+from streams.core.signing import FactVerifier
 
 PRODUCER = "metasup.intake"
 
@@ -41,13 +42,17 @@ def rejection(
 
 
 async def accepted_events(
-    stream: Any, expected_types: frozenset[str], deadletter: Any
+    stream: Any, expected_types: frozenset[str], deadletter: Any, verifier: FactVerifier
 ) -> AsyncIterator[tuple[Any, Event]]:
-    """Yield (faust message, event) for each valid record; reject the rest to `deadletter`."""
+    """Yield (faust message, event) for each valid record; reject the rest to `deadletter`.
+
+    Valid includes a verified signature on a governance fact: every intake and every
+    processor input reads through here, so an unsigned or forged fact has no effect.
+    """
     async for record in stream.events():
         message = record.message
         try:
-            event = decode_event(record.value, expected_types)
+            event = verifier.decode(record.value, expected_types)
         except RejectedRecord as error:
             await reject(deadletter, message, str(error))
             continue

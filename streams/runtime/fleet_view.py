@@ -2,6 +2,7 @@
 
 The fleet topics are tiny and single-partition, so each reader folds all of them
 from the start: nothing is lost on a rebalance, and no reader depends on another.
+Kill and policy facts are folded only when the supervisor's signature verifies.
 Readers wait for `ready` (caught up to the end at start-up) before they decide.
 """
 
@@ -14,10 +15,11 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.codec import RejectedRecord, decode_event
+from schemas.codec import RejectedRecord
 from streams.broker.offsets import true_end_offsets
 from streams.core.fleet_state import FleetState, apply_fleet_event
 from streams.core.kill_list import kill_reason
+from streams.core.signing import FactVerifier
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,9 @@ FLEET_TOPICS = ("policy", "regimes", "kills", "allocations")
 
 
 class FleetView:
-    def __init__(self, bootstrap: str, topic_prefix: str = "") -> None:
+    def __init__(self, bootstrap: str, topic_prefix: str, verifier: FactVerifier) -> None:
         self.bootstrap = bootstrap
+        self.verifier = verifier
         self.topics = [f"{topic_prefix}{name}" for name in FLEET_TOPICS]
         self.state = FleetState()
         self.ready = asyncio.Event()
@@ -78,7 +81,7 @@ class FleetView:
                 batches = await consumer.getmany(timeout_ms=100)
                 for messages in batches.values():
                     for message in messages:
-                        state = fold(state, message.value)
+                        state = fold(state, message.value, self.verifier)
                 if not caught_up:
                     positions = [await consumer.position(tp) for tp in tps]
                     caught_up = all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True))
@@ -89,9 +92,10 @@ class FleetView:
             await consumer.stop()
 
 
-def fold(state: FleetState, raw: bytes | None) -> FleetState:
+def fold(state: FleetState, raw: bytes | None, verifier: FactVerifier) -> FleetState:
+    """Fold one record; an invalid record or an unverified governance fact changes nothing."""
     try:
-        event = decode_event(raw)
+        event = verifier.decode(raw)
     except RejectedRecord:
         return state  # the topic's intake agent reports it to `deadletter`
     return apply_fleet_event(state, event)

@@ -1,5 +1,9 @@
 """The Faust shell around a pure processor: load, step, emit, store. Nothing else.
 
+Its input is admitted through the supervisor's public key (an unsigned or forged kill or
+policy fact goes to `deadletter`, so the pure step only sees verified facts), and the
+governance facts it emits are signed with the private key.
+
 State lives in two changelog-backed tables per processor: the per-key states
 (sharded, see `streams.runtime.sharded_store`) and the fleet facts of each input
 partition. A Faust table writes each update to the changelog partition of the
@@ -17,8 +21,9 @@ from pydantic import BaseModel
 from schemas.topics import topic
 from streams.core.fleet_state import FleetState
 from streams.core.processing import Processor, Routed, apply_input
+from streams.core.signing import FactSigner
 from streams.runtime.deadletter import accepted_events
-from streams.runtime.outputs import FaustTopics, send_routed
+from streams.runtime.outputs import FaustTopics, send_routed, signed
 from streams.runtime.sharded_store import ShardedStore, ShardSpec
 
 S = TypeVar("S", bound=BaseModel)
@@ -35,6 +40,7 @@ class ProcessorShell(Generic[S]):
         topics: FaustTopics,
         processor: Processor[S],
         shards: ShardSpec,
+        signer: FactSigner,
         on_outputs: OutputHook | None = None,
     ) -> None:
         spec = topic(processor.input_topic)
@@ -50,14 +56,16 @@ class ProcessorShell(Generic[S]):
         self.processor = processor
 
         async def process(stream: Any) -> None:
-            async for message, event in accepted_events(stream, spec.types, topics["deadletter"]):
+            async for message, event in accepted_events(
+                stream, spec.types, topics["deadletter"], signer.verifier
+            ):
                 facts_key = b"partition-%d" % message.partition
                 facts = self.facts.load(facts_key) or FleetState()
                 result = apply_input(processor, facts, self.load, event)
                 outputs = on_outputs(result.outputs) if on_outputs else result.outputs
                 # Emit first, then store: a crash in between re-emits the same ids
                 # (deduplicated downstream) instead of losing them.
-                await send_routed(topics, outputs)
+                await send_routed(topics, signed(outputs, signer))
                 if result.facts is not facts:
                     self.facts.save(facts_key, result.facts)
                 if result.key is not None and result.state is not None:

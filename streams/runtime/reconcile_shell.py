@@ -11,6 +11,7 @@ import faust
 
 from schemas.envelope import Event
 from schemas.events import PriceObserved, SignalEmitted
+from streams.core.signing import FactSigner
 from streams.reconcile.candles import base_asset
 from streams.reconcile.processor import ReconcileProcessor
 from streams.reconcile.rule import BOOK_SHARDS, SymbolBook
@@ -19,7 +20,7 @@ from streams.runtime.processor_shell import ProcessorShell
 
 
 def register_reconcile(
-    app: faust.App, topics: FaustTopics, handlers: Handlers
+    app: faust.App, topics: FaustTopics, handlers: Handlers, signer: FactSigner
 ) -> ProcessorShell[SymbolBook]:
     async def to_reconcile(message: Any, event: Event) -> None:
         assert isinstance(event, SignalEmitted | PriceObserved)
@@ -27,4 +28,4 @@ def register_reconcile(
 
     handlers["signals"].append(to_reconcile)
     handlers["prices"].append(to_reconcile)
-    return ProcessorShell(app, topics, ReconcileProcessor(), BOOK_SHARDS)
+    return ProcessorShell(app, topics, ReconcileProcessor(), BOOK_SHARDS, signer)

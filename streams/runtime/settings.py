@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     # METASUP_OPERATOR_KEYS: "actor:hexsecret,..."; or METASUP_OPERATOR_KEYS_FILE (JSON).
     operator_keys: SecretStr | None = Field(default=None, alias="METASUP_OPERATOR_KEYS")
     operator_keys_file: Path | None = Field(default=None, alias="METASUP_OPERATOR_KEYS_FILE")
+    # METASUP_SUPERVISOR_KEY_FILE: the supervisor's Ed25519 private key (PEM), only where the
+    # supervisor (the workers, `metasup up`) runs; default <data_dir>/supervisor.key.
+    supervisor_key_file: Path | None = Field(default=None, alias="METASUP_SUPERVISOR_KEY_FILE")
+    # METASUP_SUPERVISOR_PUBLIC_KEY_FILE: its public key (PEM), what every reader verifies
+    # governance facts with; default <data_dir>/supervisor.pub.
+    supervisor_public_key_file: Path | None = Field(
+        default=None, alias="METASUP_SUPERVISOR_PUBLIC_KEY_FILE"
+    )
     # METASUP_PRICE_FEED: csv (demo/replay), binance (live polling, Coinbase fallback), none.
     price_feed: Literal["csv", "binance", "none"] = Field(default="csv", alias="METASUP_PRICE_FEED")
     binance_base_url: str = Field(default="https://api.binance.com", alias="BINANCE_BASE_URL")
@@ -67,6 +75,12 @@ class Settings(BaseSettings):
             return self.operator_keys.get_secret_value()
         path = self.operator_keys_file or self.data_dir / "operator-keys.json"
         return str(path) if path.exists() else ""
+
+    def supervisor_key_path(self) -> Path:
+        return self.supervisor_key_file or self.data_dir / "supervisor.key"
+
+    def supervisor_public_key_path(self) -> Path:
+        return self.supervisor_public_key_file or self.data_dir / "supervisor.pub"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -84,6 +84,8 @@ class WorkerProcess:
             "METASUP_TOPIC_PREFIX": self.settings.topic_prefix,
             "METASUP_APP_ID": self.settings.app_id,
             "METASUP_DATA_DIR": str(self.settings.data_dir),
+            "METASUP_SUPERVISOR_KEY_FILE": str(self.settings.supervisor_key_path()),
+            "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(self.settings.supervisor_public_key_path()),
         }
         log_path = self.settings.data_dir / f"worker-{self.index}.log"
         with open(log_path, "ab") as log_file:

@@ -11,7 +11,9 @@ One intake per topic means a poison record is rejected once, not once per reader
                        └─> assess_agents ─> confidence, decisions, kills (auto), orders,
                                             fleet-input (assessments, trades)
     fleet-input ─> supervise_fleet ─> allocations, kills (breach, strategy classes)
-    commands ──> verify (HMAC, freshness, nonce) ─> kills (operator) | deadletter
+    commands ──> verify (HMAC, freshness, nonce) ─> kills (operator), policy | deadletter
+    every intake and processor input admits a kill or policy fact only when the supervisor's
+    Ed25519 signature verifies (else deadletter); every fact written there is signed
     relays: policy ──> every partition of reconcile-input, agent-input, fleet-input
             kills ───> every partition of agent-input, fleet-input
             allocations ─> every partition of agent-input;  regimes ─> fleet-input
@@ -20,6 +22,7 @@ One intake per topic means a poison record is rejected once, not once per reader
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +32,7 @@ from schemas.envelope import Event
 from schemas.topics import CATALOGUE, TopicSpec, topic
 from streams.agents.execution import PaperBroker
 from streams.core.processing import FACTS_FOR_INPUT, Routed
+from streams.core.signing import FactVerifier
 from streams.fleet.commands import load_keyring
 from streams.runtime.agent_shell import register_agent_processor
 from streams.runtime.deadletter import accepted_events
@@ -37,16 +41,24 @@ from streams.runtime.fleet_view import FleetView
 from streams.runtime.outputs import Handler, Handlers, send_routed
 from streams.runtime.reconcile_shell import register_reconcile
 from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import ensure_key_pair, load_signer
+
+log = logging.getLogger(__name__)
 
 # Derived fleet topics read back by a relay (the processors decide from them).
 RELAYED_DERIVED = ("kills", "allocations")
 
 
 def register_intake(
-    app: faust.App, spec: TopicSpec, topic: Any, handlers: list[Handler], deadletter: Any
+    app: faust.App,
+    spec: TopicSpec,
+    topic: Any,
+    handlers: list[Handler],
+    deadletter: Any,
+    verifier: FactVerifier,
 ) -> None:
     async def intake(stream: Any) -> None:
-        async for message, event in accepted_events(stream, spec.types, deadletter):
+        async for message, event in accepted_events(stream, spec.types, deadletter, verifier):
             for handle in handlers:
                 await handle(message, event)
 
@@ -76,14 +88,29 @@ def register_fleet_relays(app: faust.App, topics: dict[str, Any], handlers: Hand
 
 
 def register_topology(app: faust.App, topics: dict[str, Any], settings: Settings) -> FleetView:
-    fleet = FleetView(settings.bootstrap_servers(), settings.topic_prefix)
+    if ensure_key_pair(settings):
+        log.warning(
+            "created the supervisor key %s (public: %s); workers that must agree share it",
+            settings.supervisor_key_path(),
+            settings.supervisor_public_key_path(),
+        )
+    signer = load_signer(settings)
+    fleet = FleetView(settings.bootstrap_servers(), settings.topic_prefix, signer.verifier)
     app.task(fleet.run_forever)
     handlers: Handlers = defaultdict(list)
-    register_reconcile(app, topics, handlers)
-    register_agent_processor(app, topics, handlers, fleet, settings, PaperBroker())
-    register_supervisor(app, topics, handlers, fleet, load_keyring(settings.keyring_source()))
+    register_reconcile(app, topics, handlers, signer)
+    register_agent_processor(app, topics, handlers, fleet, settings, PaperBroker(), signer)
+    keyring = load_keyring(settings.keyring_source())
+    register_supervisor(app, topics, handlers, fleet, keyring, signer)
     register_fleet_relays(app, topics, handlers)
     for spec in CATALOGUE:
         if spec.origin == "source" or spec.name in RELAYED_DERIVED:
-            register_intake(app, spec, topics[spec.name], handlers[spec.name], topics["deadletter"])
+            register_intake(
+                app,
+                spec,
+                topics[spec.name],
+                handlers[spec.name],
+                topics["deadletter"],
+                signer.verifier,
+            )
     return fleet

@@ -9,13 +9,17 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from schemas.clock import Clock, utc_now
 from schemas.envelope import Event
 from schemas.events import Direction, RunCompleted, SignalEmitted
 from streams.broker.publisher import Publisher
+from streams.core.signing import FactVerifier
 from streams.runtime.fleet_view import FleetView
+from streams.runtime.settings import Settings
+from streams.runtime.supervisor_key import load_verifier, read_public_key
 from streams.sdk.run_context import AgentKilledError, Run, current_run
 
 T = TypeVar("T")
@@ -25,6 +29,14 @@ class Guard(Protocol):
     def killed_reason(self, agent: str, strategy_class: str | None, at: datetime) -> str | None:
         """Why this agent may not run now, or None when it may."""
         ...
+
+
+def _verifier(key: FactVerifier | Path | None) -> FactVerifier:
+    if isinstance(key, FactVerifier):
+        return key
+    if key is None:
+        return load_verifier(Settings())  # the environment as it is now
+    return read_public_key(key)
 
 
 class AsyncClient:
@@ -54,15 +66,22 @@ class AsyncClient:
         producer: str = "metasup.sdk",
         guard: Guard | None = None,
         follow_kills: bool = False,
+        supervisor_key: FactVerifier | Path | None = None,
         clock: Clock = utc_now,
     ) -> None:
         """`follow_kills=True` makes the client its own kill-switch guard: it follows the
-        `kills` topic (and policy, regimes) and refuses runs of killed agents."""
+        `kills` topic (and policy, regimes) and refuses runs of killed agents. It believes
+        only facts signed by the supervisor, checked with its public key: `supervisor_key`
+        (a verifier or a PEM file), by default $METASUP_SUPERVISOR_PUBLIC_KEY_FILE or
+        <METASUP_DATA_DIR>/supervisor.pub; a missing key is an error, never a guard that
+        believes anyone."""
         self.publisher = Publisher(bootstrap, topic_prefix)
         self.producer = producer
         self.guard = guard
         self.clock = clock
-        self._fleet_view = FleetView(bootstrap, topic_prefix) if follow_kills else None
+        self._fleet_view = (
+            FleetView(bootstrap, topic_prefix, _verifier(supervisor_key)) if follow_kills else None
+        )
 
     async def start(self) -> None:
         await self.publisher.start()

@@ -19,13 +19,18 @@ from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.runtime.settings import Settings
 from streams.runtime.stack import WorkerProcess
 from tests.conftest import eventually
+from tests.keys import SUPERVISOR_KEY
 
 
 def worker_settings(prefix: str, data_dir: Path) -> Settings:
+    """A worker's settings: its own data dir, the session's supervisor key (workers that
+    share a topic prefix must sign and verify with one key)."""
     return Settings(
         METASUP_TOPIC_PREFIX=prefix,
         METASUP_DATA_DIR=data_dir,
         METASUP_WEB_PORT=free_port(),
+        METASUP_SUPERVISOR_KEY_FILE=SUPERVISOR_KEY.private,
+        METASUP_SUPERVISOR_PUBLIC_KEY_FILE=SUPERVISOR_KEY.public,
     )
 
 

@@ -20,10 +20,12 @@ from schemas.events import KillRequested, RegimeChanged
 from schemas.topics import CATALOGUE
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
+from streams.runtime.outputs import signed as signed_outputs
 from tests.builders import policy_update
 from tests.conftest import eventually
 from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import Worker, create_topics, produce, worker_settings
+from tests.keys import SUPERVISOR_KEY, signed
 
 DAY = timedelta(days=1)
 # Kill facts made outside the processors: by the command gate and the wall-clock expiry.
@@ -64,9 +66,12 @@ DERIVED_BY_PROCESSORS = {
 
 
 def replayed_by_id(records: list[LogRecord], prefix: str) -> dict[str, dict[str, bytes]]:
+    """What the replay emits, with its governance facts signed as the live shell signs them
+    (Ed25519 is deterministic: the same fact and key give the same bytes)."""
     replayed: dict[str, dict[str, bytes]] = {}
     for processor in processors():
-        for out in replay_processor(processor, records, prefix):
+        outputs = replay_processor(processor, records, SUPERVISOR_KEY.verifier, prefix)
+        for out in signed_outputs(outputs, SUPERVISOR_KEY.signer):
             seen = replayed.setdefault(out.topic, {})
             encoded = encode_event(out.event)
             assert seen.setdefault(str(out.event.event_id), encoded) == encoded
@@ -101,7 +106,7 @@ async def test_derived_topics_equal_a_replay_of_the_processor_inputs(
         bytes.fromhex(secret),
     )
     changes: list[Event] = [
-        policy_update(mid, window_days=7, max_drawdown_bps=400.0),
+        signed(policy_update(mid, window_days=7, max_drawdown_bps=400.0)),
         RegimeChanged.create(ts=mid, producer="test", regime="HIGH_VOL"),
     ]
     workers = []

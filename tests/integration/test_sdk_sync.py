@@ -28,11 +28,15 @@ from streams.sdk.run_context import AgentKilledError, NoActiveRunError
 from tests.builders import doc_examples, fake_openai
 from tests.conftest import eventually
 from tests.integration.stack import create_topics, produce, read_events
+from tests.keys import SUPERVISOR_KEY, signed
 
 AT = datetime(2024, 3, 1, 12, tzinfo=UTC)
 
 
 async def connect(broker: EmbeddedBroker, prefix: str, **options: Any) -> SyncClient:
+    """A client on the test broker; a kill-switch guard verifies with the session's key."""
+    if options.get("follow_kills"):
+        options.setdefault("supervisor_key", SUPERVISOR_KEY.verifier)
     return await asyncio.to_thread(SyncClient, broker.bootstrap, topic_prefix=prefix, **options)
 
 
@@ -137,8 +141,10 @@ async def test_a_killed_agent_is_refused_and_its_skipped_run_recorded(
     broker: EmbeddedBroker, prefix: str
 ) -> None:
     await create_topics(broker, prefix)
-    kill = AgentKilled.create(
-        ts=AT, producer="t", target="alpha", source="operator", reason="bad fills"
+    kill = signed(
+        AgentKilled.create(
+            ts=AT, producer="t", target="alpha", source="operator", reason="bad fills"
+        )
     )
     await produce(broker, prefix, [kill])
     client = await connect(broker, prefix, follow_kills=True)
@@ -173,7 +179,9 @@ async def test_an_agent_of_a_killed_strategy_class_is_refused(
     broker: EmbeddedBroker, prefix: str
 ) -> None:
     await create_topics(broker, prefix)
-    kill = StrategyKilled.create(ts=AT, producer="t", target="momentum", source="operator")
+    kill = signed(
+        StrategyKilled.create(ts=AT, producer="t", target="momentum", source="operator")
+    )
     await produce(broker, prefix, [kill])
     client = await connect(broker, prefix, follow_kills=True)
     try:
@@ -197,13 +205,15 @@ async def test_live_kills_and_revives_are_followed(broker: EmbeddedBroker, prefi
     try:
         assert await asyncio.to_thread(run_body(client, "alpha")) == ["alpha"]
 
-        kill = AgentKilled.create(ts=AT, producer="t", target="alpha", source="operator")
+        kill = signed(AgentKilled.create(ts=AT, producer="t", target="alpha", source="operator"))
         await produce(broker, prefix, [kill])
         await eventually(lambda: not may_run(client, "alpha"))
         with pytest.raises(AgentKilledError):
             await asyncio.to_thread(run_body(client, "alpha"))
 
-        revive = AgentRevived.create(ts=AT, producer="t", target="alpha", source="operator")
+        revive = signed(
+            AgentRevived.create(ts=AT, producer="t", target="alpha", source="operator")
+        )
         await produce(broker, prefix, [revive])
         await eventually(lambda: may_run(client, "alpha"))
         assert await asyncio.to_thread(run_body(client, "alpha")) == ["alpha"]
@@ -220,6 +230,8 @@ async def test_the_readme_sdk_example_runs_against_a_broker(
     """The README's example as printed, with this broker's address and a stand-in openai."""
     await create_topics(broker, "")  # the example sets no topic prefix (fresh broker per test)
     monkeypatch.setitem(sys.modules, "openai", fake_openai())
+    # Its guard verifies kills with the supervisor's public key, found from the environment.
+    monkeypatch.setenv("METASUP_SUPERVISOR_PUBLIC_KEY_FILE", str(SUPERVISOR_KEY.public))
     (readme,) = [example for example in doc_examples() if example.where.startswith("README.md")]
 
     await asyncio.to_thread(readme.run, {'"127.0.0.1:9092"': repr(broker.bootstrap)})

@@ -34,6 +34,7 @@ from tests.integration.stack import (
     wait_for_events,
     worker_settings,
 )
+from tests.keys import SUPERVISOR_KEY, signed
 
 DAY = timedelta(days=1)
 
@@ -50,7 +51,9 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
         broker,
         prefix,
         [
-            policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5),
+            signed(
+                policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5)
+            ),
             RegimeChanged.create(ts=START - DAY, producer="test", regime="RISK_ON"),
         ],
     )
@@ -70,7 +73,12 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
             isinstance(k, AgentKilled) and k.target == "wrong" and k.source == "auto" for k in kills
         )
         # The SDK guard (fed by `kills`) refuses the killed agent's next run, and says so.
-        client = AsyncClient(broker.bootstrap, topic_prefix=prefix, follow_kills=True)
+        client = AsyncClient(
+            broker.bootstrap,
+            topic_prefix=prefix,
+            follow_kills=True,
+            supervisor_key=SUPERVISOR_KEY.verifier,
+        )
         async with client:
             with pytest.raises(AgentKilledError, match="wrong"):
                 async with client.run("wrong"):
@@ -105,7 +113,7 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
         await produce(
             broker,
             prefix,
-            [policy_update(switch, max_drawdown_bps=250.0, strategy_conditions_to_kill=5)],
+            [signed(policy_update(switch, max_drawdown_bps=250.0, strategy_conditions_to_kill=5))],
         )
         await produce(broker, prefix, rest)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from projections.policy import PolicyChangeError
 from schemas.envelope import derived_event_id
 from schemas.events import KillRequested, ReviveRequested
+from schemas.policy import PolicyChangeError
 from streams.cli.keys import check_actor, read_keyring_file, write_keyring_file
 from streams.cli.operator import (
     OperatorError,

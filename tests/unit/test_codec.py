@@ -44,7 +44,11 @@ STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
 }
 
 
-BY_NAME: dict[str, st.SearchStrategy[Any]] = {"nonce": st.text("0123456789abcdef", min_size=16)}
+BY_NAME: dict[str, st.SearchStrategy[Any]] = {
+    "nonce": st.text("0123456789abcdef", min_size=16),
+    # A partial policy: at least one changed key.
+    "changes": st.dictionaries(names, unit_floats, min_size=1, max_size=3),
+}
 
 
 def event_strategy(model: type[Event]) -> st.SearchStrategy[Event]:

@@ -17,6 +17,7 @@ from schemas.envelope import Event
 from schemas.events import RunCompleted, SignalEmitted
 from streams.sdk import client as sdk_client
 from tests.builders import DocExample, doc_examples, fake_openai
+from tests.keys import SUPERVISOR_KEY
 
 EXAMPLES = doc_examples()
 
@@ -60,6 +61,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Event]:
     monkeypatch.setattr(sdk_client, "Publisher", lambda *_, **__: FakePublisher(published))
     monkeypatch.setattr(sdk_client, "FleetView", lambda *_, **__: FakeFleetView({}))
     monkeypatch.setitem(sys.modules, "openai", fake_openai())
+    # A guard verifies kills with the supervisor's public key, found from the environment.
+    monkeypatch.setenv("METASUP_SUPERVISOR_PUBLIC_KEY_FILE", str(SUPERVISOR_KEY.public))
     return published
 
 

@@ -7,19 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from projections.log import LogRecord
-from projections.policy import (
-    MISSING,
-    PolicyChangeError,
-    apply_policy_changes,
-    change_in_force,
-    check_keys,
-    fold_policies,
-    policy_diff,
-)
+from projections.policy import MISSING, change_in_force, fold_policies, policy_diff
 from schemas.codec import encode_event
-from schemas.policy import Policy
+from schemas.policy import Policy, PolicyChangeError, apply_policy_changes, check_keys
 from streams.core.fleet_state import policy_at
 from tests.builders import policy_update
+from tests.keys import SUPERVISOR_KEY, signed
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -34,21 +27,21 @@ def record(offset: int, value: bytes | None, received: datetime) -> LogRecord:
 
 def test_the_history_is_in_event_time_order_whatever_the_log_order() -> None:
     late, early = (
-        policy_update(T0 + 2 * HOUR, version=7, window_days=7),
-        policy_update(T0, version=14, window_days=14),
+        signed(policy_update(T0 + 2 * HOUR, version=7, window_days=7)),
+        signed(policy_update(T0, version=14, window_days=14)),
     )
     records = [
         record(0, encode_event(late), T0 + 3 * HOUR),
         record(1, encode_event(early), T0 + 4 * HOUR),  # published late, in force earlier
     ]
 
-    state = fold_policies(records)
+    state = fold_policies(records, SUPERVISOR_KEY.verifier)
 
     assert [change.event_id for change in state.policies] == [early.event_id, late.event_id]
 
 
 def test_a_redelivered_change_counts_once_and_bad_records_are_skipped() -> None:
-    change = policy_update(T0, version=14, window_days=14)
+    change = signed(policy_update(T0, version=14, window_days=14))
     records = [
         record(0, encode_event(change), T0),
         record(1, b"not json", T0),
@@ -56,15 +49,16 @@ def test_a_redelivered_change_counts_once_and_bad_records_are_skipped() -> None:
         record(3, encode_event(change), T0 + HOUR),
     ]
 
-    assert fold_policies(records).policies == (change,)
+    assert fold_policies(records, SUPERVISOR_KEY.verifier).policies == (change,)
 
 
 def test_the_change_in_force_is_the_latest_at_or_before_the_time() -> None:
     first, second = (
-        policy_update(T0, version=14, window_days=14),
-        policy_update(T0 + 2 * HOUR, version=7, window_days=7),
+        signed(policy_update(T0, version=14, window_days=14)),
+        signed(policy_update(T0 + 2 * HOUR, version=7, window_days=7)),
     )
-    state = fold_policies([record(0, encode_event(first), T0), record(1, encode_event(second), T0)])
+    records = [record(0, encode_event(first), T0), record(1, encode_event(second), T0)]
+    state = fold_policies(records, SUPERVISOR_KEY.verifier)
 
     assert change_in_force(state, T0 - HOUR) is None  # the default file is in force
     assert change_in_force(state, T0) == first
