@@ -84,36 +84,47 @@ def ensure_key_pair(settings: Settings) -> bool:
     return created
 
 
-def _read_private(path: Path) -> Ed25519PrivateKey:
+def _load_key(path: Path, what: str, when_missing: str) -> object:
+    """The PEM key in `path` (private or public, per `what`); SupervisorKeyError says what
+    is wrong, and what to do when the file is missing."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+        if what == "private key":
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_public_key(data)
     except FileNotFoundError:
-        raise SupervisorKeyError(
-            f"no supervisor private key at {path}: run `metasup keys supervisor` where the "
-            "supervisor runs (`metasup up` makes one when missing), or set "
-            "METASUP_SUPERVISOR_KEY_FILE"
-        ) from None
+        raise SupervisorKeyError(f"no supervisor {what} at {path}: {when_missing}") from None
     except ValueError as error:
-        raise SupervisorKeyError(f"{path} is not a PEM private key: {error}") from None
+        raise SupervisorKeyError(f"{path} is not a PEM {what}: {error}") from None
+
+
+def _not_ed25519(path: Path, key: object) -> SupervisorKeyError:
+    return SupervisorKeyError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+
+
+def _read_private(path: Path) -> Ed25519PrivateKey:
+    key = _load_key(
+        path,
+        "private key",
+        "run `metasup keys supervisor` where the supervisor runs (`metasup up` makes one "
+        "when missing), or set METASUP_SUPERVISOR_KEY_FILE",
+    )
     if not isinstance(key, Ed25519PrivateKey):
-        raise SupervisorKeyError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+        raise _not_ed25519(path, key)
     return key
 
 
 def read_public_key(path: Path) -> FactVerifier:
     """The verifier of the public key in `path`; SupervisorKeyError says how to get one."""
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise SupervisorKeyError(
-            f"no supervisor public key at {path}: governance facts (kills, policy) are "
-            "verified with it. Copy supervisor.pub from where the supervisor runs (its data "
-            "dir) here, or set METASUP_SUPERVISOR_PUBLIC_KEY_FILE"
-        ) from None
-    except ValueError as error:
-        raise SupervisorKeyError(f"{path} is not a PEM public key: {error}") from None
+    key = _load_key(
+        path,
+        "public key",
+        "governance facts (kills, policy) are verified with it. Copy supervisor.pub from "
+        "where the supervisor runs (its data dir) here, or set "
+        "METASUP_SUPERVISOR_PUBLIC_KEY_FILE",
+    )
     if not isinstance(key, Ed25519PublicKey):
-        raise SupervisorKeyError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+        raise _not_ed25519(path, key)
     return FactVerifier(key)
 
 

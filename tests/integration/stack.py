@@ -18,6 +18,7 @@ from streams.broker.admin import catalogue_partitions, ensure_topics
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.runtime.settings import Settings
 from streams.runtime.stack import WorkerProcess
+from streams.sdk.client import AsyncClient
 from tests.conftest import eventually
 from tests.keys import SUPERVISOR_KEY
 
@@ -65,6 +66,16 @@ class Worker:
         head, _, body = response.partition(b"\r\n\r\n")
         assert b" 200 " in head.split(b"\r\n")[0], head
         return dict(orjson.loads(body))
+
+
+def guarded_client(broker: EmbeddedBroker, prefix: str) -> AsyncClient:
+    """An SDK client that is its own kill-switch guard, verifying with the session's key."""
+    return AsyncClient(
+        broker.bootstrap,
+        topic_prefix=prefix,
+        follow_kills=True,
+        supervisor_key=SUPERVISOR_KEY.verifier,
+    )
 
 
 async def create_topics(broker: EmbeddedBroker, prefix: str) -> None:

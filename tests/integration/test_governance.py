@@ -33,12 +33,12 @@ from schemas.events import (
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
 from streams.runtime.settings import Settings
-from streams.sdk.client import AsyncClient
 from tests.builders import policy_update
 from tests.conftest import eventually
 from tests.integration.stack import (
     Worker,
     create_topics,
+    guarded_client,
     produce,
     read_events,
     wait_for_events,
@@ -149,12 +149,7 @@ async def test_forged_facts_change_nothing_and_a_signed_policy_change_takes_effe
         code, shown = await metasup(settings, broker, "policy", "show")
         assert code == 0, shown
 
-        client = AsyncClient(
-            broker.bootstrap,
-            topic_prefix=prefix,
-            follow_kills=True,
-            supervisor_key=SUPERVISOR_KEY.public,
-        )
+        client = guarded_client(broker, prefix)
         async with client:
             assert client.guard is not None
             still_killed = client.guard.killed_reason("alpha", None, datetime.now(UTC))

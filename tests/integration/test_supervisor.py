@@ -21,7 +21,6 @@ from schemas.events import (
 )
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
-from streams.sdk.client import AsyncClient
 from streams.sdk.run_context import AgentKilledError
 from tests.builders import policy_update
 from tests.conftest import eventually
@@ -29,12 +28,13 @@ from tests.fleet_data import START, fleet_events, interleave
 from tests.integration.stack import (
     Worker,
     create_topics,
+    guarded_client,
     produce,
     read_events,
     wait_for_events,
     worker_settings,
 )
-from tests.keys import SUPERVISOR_KEY, signed
+from tests.keys import signed
 
 DAY = timedelta(days=1)
 
@@ -51,9 +51,7 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
         broker,
         prefix,
         [
-            signed(
-                policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5)
-            ),
+            signed(policy_update(START - DAY, max_drawdown_bps=1e9, strategy_conditions_to_kill=5)),
             RegimeChanged.create(ts=START - DAY, producer="test", regime="RISK_ON"),
         ],
     )
@@ -73,12 +71,7 @@ async def test_fleet_rules_kill_losers_cap_weights_and_breach(
             isinstance(k, AgentKilled) and k.target == "wrong" and k.source == "auto" for k in kills
         )
         # The SDK guard (fed by `kills`) refuses the killed agent's next run, and says so.
-        client = AsyncClient(
-            broker.bootstrap,
-            topic_prefix=prefix,
-            follow_kills=True,
-            supervisor_key=SUPERVISOR_KEY.verifier,
-        )
+        client = guarded_client(broker, prefix)
         async with client:
             with pytest.raises(AgentKilledError, match="wrong"):
                 async with client.run("wrong"):
