@@ -284,6 +284,9 @@ class AgentAssessed(Event):
     decision: Decision
     # The agent's assessment number: the fleet keeps the highest (event times can tie).
     seq: int = 0
+    # The focus-horizon trade that caused this assessment, if one did: the fleet books it
+    # (portfolio, class) from here, so a trade and its assessment are one fleet record.
+    trade: SignalReconciled | None = None
 
 
 class EventRejected(Event):

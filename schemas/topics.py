@@ -94,7 +94,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         FLEET_PARTITIONS,
         "internal",
         frozenset(
-            {"signal.reconciled", "agent.assessed", "regime.changed", "policy.updated"}
+            {"agent.assessed", "regime.changed", "policy.updated"}
             | _KILL_TYPES
         ),
     ),

@@ -52,8 +52,9 @@ class AgentState(WireModel):
     # Whether the last assessment sent had an error rate over the allocator's bar.
     over_error_limit: bool = False
     # The last SIGNAL_IDS_KEPT signals answered with an order: a redelivered signal must not
-    # reach a live broker twice.
-    signal_ids: tuple[uuid.UUID, ...] = ()
+    # reach a live broker twice. Kept as text: a membership test among strings is native
+    # code, among UUIDs a Python call per comparison.
+    signal_ids: tuple[str, ...] = ()
 
     @classmethod
     def start(cls, agent: str, policy: Policy) -> AgentState:
@@ -97,10 +98,10 @@ def assess(
     unseen = next((e.event_id for e in events if isinstance(e, AgentKilled)), unseen)
     over_error_limit = (window.error_rate or 0.0) > policy.allocation.max_error_rate
     state = state.model_copy(update={"unseen_kill_id": unseen})
-    # The fleet hears of every trade; of a run only when the run changes what it decides
-    # on at once (the decision, or the error-rate bar of the allocator). The rest of what
-    # runs change (cost, latency) reaches it with the agent's next trade: half the fleet
-    # processor's input, which is a single partition.
+    # The fleet hears of every trade (inside the assessment it caused); of a run only when
+    # the run changes what it decides on at once (the decision, or the error-rate bar of
+    # the allocator). The rest of what runs change (cost, latency) reaches it with the
+    # agent's next trade: the fleet processor's input is a single partition.
     if not (
         isinstance(cause, SignalReconciled)
         or outcome.decision != state.decision
@@ -117,6 +118,7 @@ def assess(
         mult=state.confidence.mult,
         decision=outcome.decision,
         seq=state.assessments + 1,
+        trade=cause if isinstance(cause, SignalReconciled) else None,
     )
     state = state.model_copy(
         update={
@@ -134,12 +136,13 @@ def apply_agent_event(
     """Fold one event of this agent; return the new state and the events to emit."""
     policy = policy_at(fleet, event.ts)
     if isinstance(event, SignalEmitted):
-        if event.event_id in state.signal_ids:
+        signal_id = str(event.event_id)
+        if signal_id in state.signal_ids:
             return state, []
         state = state.model_copy(
             update={
                 "strategy_class": state.strategy_class or event.strategy_class,
-                "signal_ids": (*state.signal_ids, event.event_id)[-SIGNAL_IDS_KEPT:],
+                "signal_ids": (*state.signal_ids, signal_id)[-SIGNAL_IDS_KEPT:],
             }
         )
         window = rule_stats_at(

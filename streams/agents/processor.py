@@ -33,12 +33,9 @@ class AgentProcessor:
     def step(
         self, facts: FleetState, state: AgentState | None, event: Event
     ) -> tuple[AgentState, list[Routed]]:
-        """Fold the agent's event; a new focus-horizon trade also goes to the fleet processor."""
+        """Fold the agent's event; a new focus-horizon trade reaches the fleet processor
+        inside the assessment it caused."""
         assert isinstance(event, RunCompleted | SignalEmitted | SignalReconciled)
         state = state or AgentState.start(event.agent, policy_at(facts, event.ts))
         new_state, outputs = apply_agent_event(state, event, facts, self.mode)
-        # After the assessment it caused, so a breach it deepens judges the fresh decisions.
-        forwards = []
-        if isinstance(event, SignalReconciled) and new_state.stats is not state.stats:
-            forwards.append(Routed("fleet-input", b"fleet", event))
-        return new_state, [*routed(outputs), *forwards]
+        return new_state, routed(outputs)

@@ -1,7 +1,7 @@
 """The fleet-level rules as one pure fold: portfolio stats, allocation, breach, classes.
 
-A single processor (one partition of `fleet-input`) folds every focus-horizon
-reconciliation, every agent assessment and every regime change into a
+A single processor (one partition of `fleet-input`) folds every agent assessment
+(with the focus-horizon trade that caused it, if any) and every regime change into a
 `FleetBook`, and returns the events that follow: `allocation.updated` when the
 weights move, `agent.killed` (source breach) when the portfolio drawdown crosses
 the limit, and `strategy.killed` when a class meets 2 of the 4 conditions.
@@ -49,7 +49,7 @@ FLEET_KEY = "fleet"
 
 class FleetBook(WireModel):
     agents: dict[str, AgentAssessed] = Field(default_factory=dict)
-    portfolio: StatsState = Field(default_factory=StatsState)
+    portfolio: StatsState = Field(default_factory=lambda: StatsState(hourly=True))
     class_trades: dict[str, tuple[ClassTrade, ...]] = Field(default_factory=dict)
     allocation: AllocationResult | None = None
     rebalanced_at: UtcDatetime | None = None  # event time of the last reallocation
@@ -152,6 +152,23 @@ def _reallocate(
     ]
 
 
+def _book_trade(
+    book: FleetBook, trade: SignalReconciled, fleet: FleetState
+) -> tuple[FleetBook, list[Event]]:
+    """Add a focus-horizon trade to the portfolio and its class; judge breach and class."""
+    policy = policy_at(fleet, trade.ts)
+    portfolio = apply_event(book.portfolio, trade, policy.thresholds)
+    if portfolio is book.portfolio:
+        return book, []  # duplicate, or not the focus horizon
+    book = _add_class_trade(book.model_copy(update={"portfolio": portfolio}), trade, policy)
+    at = trade.ts
+    book, kills = _check_breach(book, policy, fleet, at, trade)
+    if trade.strategy_class is None:
+        return book, list(kills)
+    book, class_kills = _judge_class(book, trade.strategy_class, policy, fleet, at, trade)
+    return book, [*kills, *class_kills]
+
+
 def apply_fleet_input(
     book: FleetBook, event: Event, fleet: FleetState
 ) -> tuple[FleetBook, list[Event]]:
@@ -160,17 +177,7 @@ def apply_fleet_input(
     at = event.ts
     emitted: list[Event] = []
     urgent = False
-    if isinstance(event, SignalReconciled):
-        portfolio = apply_event(book.portfolio, event, policy.thresholds)
-        if portfolio is book.portfolio:
-            return book, []  # duplicate, or not the focus horizon
-        book = _add_class_trade(book.model_copy(update={"portfolio": portfolio}), event, policy)
-        book, kills = _check_breach(book, policy, fleet, at, event)
-        emitted += kills
-        if event.strategy_class is not None:
-            book, class_kills = _judge_class(book, event.strategy_class, policy, fleet, at, event)
-            emitted += class_kills
-    elif isinstance(event, AgentAssessed):
+    if isinstance(event, AgentAssessed):
         known = book.agents.get(event.agent)
         if known is not None and known.seq >= event.seq:
             return book, []  # an older or repeated assessment
@@ -183,6 +190,10 @@ def apply_fleet_input(
         book = book.model_copy(
             update={"agents": {**book.agents, event.agent: event}, "breach_killed": breach_killed}
         )
+        # After the assessment it caused, so a breach the trade deepens judges the fresh
+        # decisions.
+        if event.trade is not None:
+            book, emitted = _book_trade(book, event.trade, fleet)
     elif isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
         urgent = True  # `fleet` already holds the change
     else:

@@ -25,7 +25,7 @@ from streams.runtime.fleet_view import FleetView
 from streams.runtime.outputs import FaustTopics, Handlers, forward
 from streams.runtime.processor_shell import ProcessorShell
 from streams.runtime.settings import Settings
-from streams.runtime.sharded_store import ShardedStore
+from streams.runtime.write_behind import WriteBehind
 
 # The stats window is stored per day (see streams.runtime.sharded_store).
 AGENT_SHARDS = {f"stats.{path}": how for path, how in STATS_SHARDS.items()}
@@ -62,7 +62,7 @@ def register_agent_processor(
 
 
 def register_agent_views(
-    app: faust.App, store: ShardedStore[AgentState], fleet: FleetView, settings: Settings
+    app: faust.App, store: WriteBehind[AgentState], fleet: FleetView, settings: Settings
 ) -> None:
     """`/agents/` and `/agents/{agent}/`: the live table of the partitions this worker owns."""
 

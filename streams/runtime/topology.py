@@ -9,7 +9,7 @@ One intake per topic means a poison record is rejected once, not once per reader
     runs ────┬─> agent-input (by agent) <─────────────────┘
     signals ─┘         │
                        └─> assess_agents ─> confidence, decisions, kills (auto), orders,
-                                            fleet-input (assessments, trades)
+                                            fleet-input (assessments, with their trades)
     fleet-input ─> supervise_fleet ─> allocations, kills (breach, strategy classes)
     commands ──> verify (HMAC, freshness, nonce) ─> kills (operator), policy | deadletter
     every intake and processor input admits a kill or policy fact only when the supervisor's

@@ -682,13 +682,14 @@ def assert_close(stats: AgentStats, expected: dict[str, Any]) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(dense_arrivals(), st.integers(-2 * 24, 2 * 24))
+@given(dense_arrivals(), st.integers(-2 * 24, 2 * 24), st.booleans())
 def test_window_figures_equal_a_recomputation_from_scratch(
-    case: tuple[int, list[Fact]], hours_from_watermark: int
+    case: tuple[int, list[Fact]], hours_from_watermark: int, hourly: bool
 ) -> None:
+    """With day buckets (an agent) and hour buckets (the portfolio) alike."""
     window_days, events = case
     policy = Thresholds(window_days=window_days)
-    state = StatsState()
+    state = StatsState(hourly=hourly)
     for event in events:
         state = apply_event(state, event, policy)
     if state.watermark is None:

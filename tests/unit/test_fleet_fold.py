@@ -103,14 +103,31 @@ def regime_change(at: datetime, regime: str) -> RegimeChanged:
 def feed(
     events: Iterable[Event], fleet: FleetState | None = None, book: FleetBook | None = None
 ) -> tuple[FleetBook, list[Event]]:
-    """Fold fleet inputs under a fixed fleet state; return the book and everything emitted."""
+    """Fold fleet inputs under a fixed fleet state; return the book and everything emitted.
+    A trade reaches the fleet inside the assessment it caused (`as_sent`)."""
     book = book or FleetBook()
     fleet = fleet or FleetState()
     emitted: list[Event] = []
     for event in events:
-        book, out = apply_fleet_input(book, event, fleet)
+        sent = as_sent(event, book) if isinstance(event, SignalReconciled) else event
+        book, out = apply_fleet_input(book, sent, fleet)
         emitted += out
     return book, emitted
+
+
+def as_sent(trade: SignalReconciled, book: FleetBook) -> AgentAssessed:
+    """The assessment the agent processor sends with a trade: the agent's last one known to
+    the book (a fresh HOLD if none), one further in sequence, carrying the trade."""
+    known = book.agents.get(trade.agent) or assessed(trade.agent, trade.ts, seq=0)
+    return known.model_copy(
+        update={
+            "event_id": derived_event_id("test-assessed-trade", trade.event_id),
+            "ts": trade.ts,
+            "seq": known.seq + 1,
+            "trade": trade,
+            "strategy_class": known.strategy_class or trade.strategy_class,
+        }
+    )
 
 
 def fleet_with(*facts: Event, fleet: FleetState | None = None) -> FleetState:
