@@ -11,6 +11,7 @@ import orjson
 
 from schemas.codec import RejectedRecord, decode_event
 from schemas.envelope import Event
+from schemas.events import GovernanceFact
 from schemas.topics import topic_for
 from streams.broker.publisher import Publisher
 from streams.cli.connection import resolve_bootstrap
@@ -68,11 +69,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {where}: {error}", file=sys.stderr)
             continue
         spec = topic_for(event)
-        if spec.origin != "source":
+        if spec.origin != "source" or isinstance(event, GovernanceFact):
             failures += 1
             print(
                 f"error: {where}: {event.type} goes to `{spec.name}`, which only the "
-                "supervisor writes (operators send kill.requested to `commands`)",
+                "supervisor writes (operators send signed commands to `commands`: "
+                "`metasup kill|revive|policy set`)",
                 file=sys.stderr,
             )
             continue

@@ -18,6 +18,7 @@ from schemas.envelope import Event, derived_event_id
 from schemas.events import PolicyChangeRequested, PolicyUpdated
 from schemas.policy import Policy, apply_policy_changes, partial_policy
 from streams.cli import policy as policy_cli
+from streams.cli.main import main
 from streams.core.fleet_state import FleetState, policy_at
 from streams.fleet.commands import CommandGate, apply_command, new_key, sign, verify
 from streams.runtime.settings import Settings
@@ -228,3 +229,16 @@ def test_policy_set_needs_a_reason(cli: tuple[Settings, list[Event]]) -> None:
     with pytest.raises(SystemExit):
         policy_set(cli[0], "thresholds.window_days=14")
     assert cli[1] == []
+
+
+def test_emit_refuses_a_policy_fact_and_names_the_command_to_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.json"
+    path.write_bytes(encode_event(policy_update(T0, window_days=7)))
+
+    assert main(["emit", str(path)]) == 1
+
+    error = capsys.readouterr().err
+    assert "policy.updated goes to `policy`, which only the supervisor writes" in error
+    assert "metasup kill|revive|policy set" in error and "nothing sent" in error
