@@ -89,7 +89,3 @@ class FactSigner:
         """Return a copy of `fact` carrying the supervisor's signature (hex)."""
         signature = self.private_key.sign(canonical_bytes(fact)).hex()
         return fact.model_copy(update={"signature": signature})
-
-    def sign_any(self, event: Event) -> Event:
-        """Sign `event` when it is a governance fact; return any other event as it is."""
-        return self.sign(event) if isinstance(event, GovernanceFact) else event
