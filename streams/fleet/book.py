@@ -49,7 +49,7 @@ FLEET_KEY = "fleet"
 
 class FleetBook(WireModel):
     agents: dict[str, AgentAssessed] = Field(default_factory=dict)
-    portfolio: StatsState = Field(default_factory=lambda: StatsState(hourly=True))
+    portfolio: StatsState = Field(default_factory=StatsState)
     class_trades: dict[str, tuple[ClassTrade, ...]] = Field(default_factory=dict)
     allocation: AllocationResult | None = None
     rebalanced_at: UtcDatetime | None = None  # event time of the last reallocation
