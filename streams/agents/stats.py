@@ -406,10 +406,6 @@ class StatsState(WireModel):
     """
 
     watermark: datetime | None = None  # newest fact time accepted
-    # Buckets of one UTC hour instead of one day, for a state that pools many agents (the
-    # portfolio): its day holds thousands of trades, and the bucket the window's start cuts
-    # is summed fact by fact on every read, so it must stay small.
-    hourly: bool = False
     trade_days: dict[str, TradeDay] = Field(default_factory=dict)
     run_days: dict[str, RunDay] = Field(default_factory=dict)
     lifetime_trades: TradeTotals = Field(default_factory=TradeTotals)
@@ -433,7 +429,7 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     window = _window(window_days)
     if _is_late(state, run.ts, window):
         return state
-    day = _bucket(run.ts, state.hourly)
+    day = _day(run.ts)
     bucket = state.run_days.get(day)
     facts = Run.of(run)
     if bucket is not None and bucket.has(facts):
@@ -457,7 +453,7 @@ def apply_reconciled(
     window = _window(window_days)
     if _is_late(state, rec.exit_ts, window):
         return state
-    day = _bucket(rec.exit_ts, state.hourly)
+    day = _day(rec.exit_ts)
     bucket = state.trade_days.get(day)
     trade = Trade.of(rec)
     if bucket is not None and bucket.has(trade):
@@ -495,8 +491,8 @@ def rule_stats_at(state: StatsState, as_of: datetime, window_days: int) -> Agent
     cuts is summed trade by trade.
     """
     start, end = _bounds(as_of, window_days)
-    trades = _window_totals(state.trade_days, start, end, state.hourly, _MERGED_TRADE_DAYS)
-    runs = _window_totals(state.run_days, start, end, state.hourly, _MERGED_RUN_DAYS)
+    trades = _window_totals(state.trade_days, start, end, _MERGED_TRADE_DAYS)
+    runs = _window_totals(state.run_days, start, end, _MERGED_RUN_DAYS)
     return _summarize(trades, runs)
 
 
@@ -509,13 +505,13 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
     start, end = _bounds(as_of, window_days)
     trades = [
         t
-        for day in _days_between(state.trade_days, start, end, state.hourly)
+        for day in _days_between(state.trade_days, start, end)
         for t in day.facts
         if _within(t.exit_ts, start, end)
     ]
     latencies = (
         r.latency_ms
-        for day in _days_between(state.run_days, start, end, state.hourly)
+        for day in _days_between(state.run_days, start, end)
         for r in day.facts
         if _within(r.ts, start, end)
     )
@@ -709,10 +705,9 @@ def _bounds(as_of: datetime, window_days: int) -> tuple[datetime | None, datetim
     return (None if window is None else end - window), end
 
 
-def _bucket(ts: datetime, hourly: bool) -> str:
-    """The bucket of a fact time: its ISO UTC day, or day and hour ("2024-05-01T13")."""
-    at = to_utc(ts)
-    return at.strftime("%Y-%m-%dT%H") if hourly else at.date().isoformat()
+def _day(ts: datetime) -> str:
+    """The ISO UTC day of a fact time, the key of its bucket."""
+    return to_utc(ts).date().isoformat()
 
 
 def _within(ts: datetime, start: datetime | None, end: datetime) -> bool:
@@ -726,12 +721,12 @@ Totals_co = TypeVar("Totals_co", covariant=True)
 
 
 def _days_between(
-    days: Mapping[str, Bucket], start: datetime | None, end: datetime, hourly: bool
+    days: Mapping[str, Bucket], start: datetime | None, end: datetime
 ) -> list[Bucket]:
     """The buckets (in order) that may hold facts in (start, end]."""
     keys = list(days)
-    first = 0 if start is None else bisect_left(keys, _bucket(start, hourly))
-    return list(days.values())[first : bisect_right(keys, _bucket(end, hourly))]
+    first = 0 if start is None else bisect_left(keys, _day(start))
+    return list(days.values())[first : bisect_right(keys, _day(end))]
 
 
 class _Bucket(Protocol[Totals_co]):
@@ -778,12 +773,11 @@ def _window_totals(
     days: Mapping[str, _Bucket[Totals]],
     start: datetime | None,
     end: datetime,
-    hourly: bool,
     merged: _MergedDays[Totals],
 ) -> Totals:
     """The totals of the facts in (start, end], in order: only the window's first and
     last day can be cut by it; the days between are whole."""
-    inside = _days_between(days, start, end, hourly)
+    inside = _days_between(days, start, end)
     if len(inside) <= 2:
         return merged.concat(day.within(start, end) for day in inside)
     first, last = inside[0].within(start, end), inside[-1].within(start, end)
@@ -804,10 +798,10 @@ def _is_late(state: StatsState, fact_ts: datetime, window: timedelta | None) -> 
     )
 
 
-def _evict(days: dict[str, Day], horizon: datetime, hourly: bool) -> dict[str, Day]:
+def _evict(days: dict[str, Day], horizon: datetime) -> dict[str, Day]:
     """`days` without the facts at or before `horizon`: whole days before the horizon's
     day go, that day is trimmed. The same dict when nothing goes."""
-    first = _bucket(horizon, hourly)
+    first = _day(horizon)
     stale = sum(1 for _ in takewhile(lambda day: day < first, days))
     boundary = days.get(first)
     trimmed = None if boundary is None else boundary.after(horizon)
@@ -831,7 +825,7 @@ def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> 
     return state.model_copy(
         update={
             "watermark": fact_ts,
-            "trade_days": _evict(state.trade_days, horizon, state.hourly),
-            "run_days": _evict(state.run_days, horizon, state.hourly),
+            "trade_days": _evict(state.trade_days, horizon),
+            "run_days": _evict(state.run_days, horizon),
         }
     )
