@@ -19,17 +19,19 @@ The price of that rule: a fact that arrives more than a window later than newer
 facts is missing from the lifetime figures too (with SPEC's 30-day window, a
 reconciliation a month late).
 
-Cost per event. The window is kept in UTC-day buckets, each sorted and carrying
-the totals of its facts in that order. Folding a fact touches its own day only (an
-event's fact time never changes, so its duplicate can only be in that day);
-eviction drops whole days and trims the one day the horizon cuts. The store
+Cost per event. The window is kept in UTC-day buckets (`streams.core.day_window`),
+each sorted and carrying the totals of its facts in that order. Folding a fact touches
+its own day only (an event's fact time never changes, so its duplicate can only be in
+that day); eviction drops whole days and trims the one day the horizon cuts. The store
 (`streams.runtime.sharded_store`, spec `STATS_SHARDS`) then writes that day alone.
 
 Rules and reports. `rule_stats_at` gives every figure a rule decides on, merged
-from the day totals: its cost grows with the days in the window, not the trades,
-so rules (per event) must call it. `stats_at` adds the report-only figures
-(CVaR95, p95 latency, IC, smart Sharpe), which need every trade of the window:
-reports and projections call it, on read, never once per event.
+from the day totals: the two days the window cuts, and the days between merged by
+calendar block (remembered while the window slides): its cost is about three merges
+per month of window, whatever the trades, so rules (per event) must call it.
+`stats_at` adds the report-only figures (CVaR95, p95 latency, IC, smart Sharpe), which
+need every trade of the window: reports and projections call it, on read, never once
+per event.
 
 Lifetime. Counts, sums, Welford's running mean and variance, and the running peak
 and max drawdown of cumulative PnL, all updated in fold order: log order, which
@@ -58,11 +60,8 @@ from __future__ import annotations
 import math
 import statistics
 import uuid
-from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from itertools import takewhile
-from typing import Any, Generic, Protocol, Self, TypeVar
 
 from pydantic import Field
 
@@ -70,6 +69,15 @@ from schemas.envelope import Event, UtcDatetime, WireModel, to_utc
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.policy import Thresholds
 from schemas.stats import AgentStats
+from streams.core.day_window import (
+    DayBucket,
+    MergedDays,
+    day_of,
+    days_between,
+    evict_days,
+    put_day,
+    within,
+)
 
 # How `streams.runtime.sharded_store` splits a StatsState: one shard per day of trades and of
 # runs. Paths are relative to the state; a container prefixes them (e.g. "stats.").
@@ -304,81 +312,7 @@ class RunTotals(WireModel):
         )
 
 
-class _Fact(Protocol):
-    """What a day bucket needs of a fact: its id, its fact time and its order."""
-
-    @property
-    def event_id(self) -> uuid.UUID: ...
-
-    @property
-    def at(self) -> datetime: ...
-
-    def sort_key(self) -> tuple[Any, ...]: ...
-
-
-F = TypeVar("F", Trade, Run)
-T = TypeVar("T", TradeTotals, RunTotals)
-
-
-class _Day(WireModel, Generic[F, T]):
-    """The facts of one UTC day after the horizon, in fact order, and their totals.
-
-    Trades and runs keep their days the same way; only how totals add up differs
-    (`sum_of`, `plus_one`), so both kinds share this one class.
-    """
-
-    facts: tuple[F, ...]
-    totals: T
-
-    @classmethod
-    def sum_of(cls, facts: Iterable[F]) -> T:
-        raise NotImplementedError
-
-    @classmethod
-    def plus_one(cls, totals: T, fact: F) -> T:
-        raise NotImplementedError
-
-    @classmethod
-    def of(cls, facts: tuple[F, ...]) -> Self:
-        return cls(facts=facts, totals=cls.sum_of(facts))
-
-    def with_fact(self, fact: F) -> Self:
-        if fact.sort_key() > self.facts[-1].sort_key():  # the usual case: in order
-            return type(self)(facts=(*self.facts, fact), totals=self.plus_one(self.totals, fact))
-        facts = list(self.facts)
-        insort(facts, fact, key=_sort_key)
-        return self.of(tuple(facts))
-
-    def after(self, horizon: datetime) -> Self | None:
-        """The day without its facts at or before `horizon`; None if none is left."""
-        first = bisect_right(self.facts, horizon, key=_fact_time)
-        if not first:
-            return self
-        return self.of(self.facts[first:]) if first < len(self.facts) else None
-
-    def has(self, fact: F) -> bool:
-        """Whether the day holds `fact` already: its sort key ends with its event id, so
-        there is one place it can be."""
-        key = fact.sort_key()
-        index = bisect_left(self.facts, key, key=_sort_key)
-        return index < len(self.facts) and self.facts[index].event_id == fact.event_id
-
-    def within(self, start: datetime | None, end: datetime) -> T:
-        """The totals of the day's facts in (start, end]."""
-        if (start is None or self.facts[0].at > start) and self.facts[-1].at <= end:
-            return self.totals
-        return self.sum_of(f for f in self.facts if _within(f.at, start, end))
-
-
-def _sort_key(fact: _Fact) -> tuple[Any, ...]:
-    return fact.sort_key()
-
-
-def _fact_time(fact: _Fact) -> datetime:
-    return fact.at
-
-
-class TradeDay(_Day[Trade, TradeTotals]):
+class TradeDay(DayBucket[Trade, TradeTotals]):
     @classmethod
     def sum_of(cls, facts: Iterable[Trade]) -> TradeTotals:
         return TradeTotals().plus(t.pnl_bps for t in facts)
@@ -388,7 +322,7 @@ class TradeDay(_Day[Trade, TradeTotals]):
         return totals.plus([fact.pnl_bps])
 
 
-class RunDay(_Day[Run, RunTotals]):
+class RunDay(DayBucket[Run, RunTotals]):
     @classmethod
     def sum_of(cls, facts: Iterable[Run]) -> RunTotals:
         return RunTotals().plus(facts)
@@ -396,6 +330,13 @@ class RunDay(_Day[Run, RunTotals]):
     @classmethod
     def plus_one(cls, totals: RunTotals, fact: Run) -> RunTotals:
         return totals.plus([fact])
+
+
+# About four live blocks per month of window for each key a worker assesses (agents,
+# classes, portfolio), and as many stale ones, each keeping alive at most ten days its
+# key has since evicted.
+_TRADE_WINDOWS = MergedDays(TradeTotals.concat, 65536)
+_RUN_WINDOWS = MergedDays(RunTotals.concat, 65536)
 
 
 class StatsState(WireModel):
@@ -429,7 +370,7 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     window = _window(window_days)
     if _is_late(state, run.ts, window):
         return state
-    day = _day(run.ts)
+    day = day_of(run.ts)
     bucket = state.run_days.get(day)
     facts = Run.of(run)
     if bucket is not None and bucket.has(facts):
@@ -437,7 +378,7 @@ def apply_run(state: StatsState, run: RunCompleted, window_days: int) -> StatsSt
     bucket = RunDay.of((facts,)) if bucket is None else bucket.with_fact(facts)
     state = state.model_copy(
         update={
-            "run_days": _put(state.run_days, day, bucket),
+            "run_days": put_day(state.run_days, day, bucket),
             "lifetime_runs": state.lifetime_runs.plus([facts]),
         }
     )
@@ -453,7 +394,7 @@ def apply_reconciled(
     window = _window(window_days)
     if _is_late(state, rec.exit_ts, window):
         return state
-    day = _day(rec.exit_ts)
+    day = day_of(rec.exit_ts)
     bucket = state.trade_days.get(day)
     trade = Trade.of(rec)
     if bucket is not None and bucket.has(trade):
@@ -461,7 +402,7 @@ def apply_reconciled(
     bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_fact(trade)
     state = state.model_copy(
         update={
-            "trade_days": _put(state.trade_days, day, bucket),
+            "trade_days": put_day(state.trade_days, day, bucket),
             "lifetime_trades": state.lifetime_trades.plus([trade.pnl_bps]),
         }
     )
@@ -491,8 +432,8 @@ def rule_stats_at(state: StatsState, as_of: datetime, window_days: int) -> Agent
     cuts is summed trade by trade.
     """
     start, end = _bounds(as_of, window_days)
-    trades = _window_totals(state.trade_days, start, end, _MERGED_TRADE_DAYS)
-    runs = _window_totals(state.run_days, start, end, _MERGED_RUN_DAYS)
+    trades = _TRADE_WINDOWS.window(state.trade_days, start, end)
+    runs = _RUN_WINDOWS.window(state.run_days, start, end)
     return _summarize(trades, runs)
 
 
@@ -505,15 +446,15 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
     start, end = _bounds(as_of, window_days)
     trades = [
         t
-        for day in _days_between(state.trade_days, start, end)
+        for day in days_between(state.trade_days, start, end)[1]
         for t in day.facts
-        if _within(t.exit_ts, start, end)
+        if within(t.exit_ts, start, end)
     ]
     latencies = (
         r.latency_ms
-        for day in _days_between(state.run_days, start, end)
+        for day in days_between(state.run_days, start, end)[1]
         for r in day.facts
-        if _within(r.ts, start, end)
+        if within(r.ts, start, end)
     )
     pnls = [t.pnl_bps for t in trades]
     cvar95_bps, p95_latency_ms = tail_stats(pnls, latencies)
@@ -705,114 +646,11 @@ def _bounds(as_of: datetime, window_days: int) -> tuple[datetime | None, datetim
     return (None if window is None else end - window), end
 
 
-def _day(ts: datetime) -> str:
-    """The ISO UTC day of a fact time, the key of its bucket."""
-    return to_utc(ts).date().isoformat()
-
-
-def _within(ts: datetime, start: datetime | None, end: datetime) -> bool:
-    return (start is None or ts > start) and ts <= end
-
-
-Day = TypeVar("Day", TradeDay, RunDay)
-Bucket = TypeVar("Bucket")
-Totals = TypeVar("Totals")
-Totals_co = TypeVar("Totals_co", covariant=True)
-
-
-def _days_between(
-    days: Mapping[str, Bucket], start: datetime | None, end: datetime
-) -> list[Bucket]:
-    """The buckets (in order) that may hold facts in (start, end]."""
-    keys = list(days)
-    first = 0 if start is None else bisect_left(keys, _day(start))
-    return list(days.values())[first : bisect_right(keys, _day(end))]
-
-
-class _Bucket(Protocol[Totals_co]):
-    @property
-    def totals(self) -> Totals_co: ...
-
-    def within(self, start: datetime | None, end: datetime) -> Totals_co: ...
-
-
-class _MergedDays(Generic[Totals]):
-    """Memo of the merged totals of consecutive whole days, by the identity of the days.
-
-    Between two events of a key only the first and last day of its window change (the
-    horizon trims one, the new fact lands in the other), so the days between them are
-    the same objects, merged once per day instead of once per event. Days are frozen,
-    so the memo returns exactly what merging them again would: rules stay pure
-    functions of the state. Least recently used entries go first; an entry holds its
-    days, so their ids cannot be reused while it lives.
-    """
-
-    def __init__(self, concat: Callable[[Iterable[Totals]], Totals], size: int) -> None:
-        self.concat = concat
-        self._size = size
-        self._entries: dict[tuple[int, ...], tuple[Sequence[_Bucket[Totals]], Totals]] = {}
-
-    def __call__(self, days: Sequence[_Bucket[Totals]]) -> Totals:
-        key = tuple(map(id, days))
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            entry = (days, self.concat(day.totals for day in days))
-            if len(self._entries) >= self._size:
-                del self._entries[next(iter(self._entries))]
-        self._entries[key] = entry
-        return entry[1]
-
-
-# One live entry per key a worker assesses (agents, classes, portfolio), and as many
-# stale ones, each keeping alive at most the one day its key has since evicted.
-_MERGED_TRADE_DAYS = _MergedDays(TradeTotals.concat, 2048)
-_MERGED_RUN_DAYS = _MergedDays(RunTotals.concat, 2048)
-
-
-def _window_totals(
-    days: Mapping[str, _Bucket[Totals]],
-    start: datetime | None,
-    end: datetime,
-    merged: _MergedDays[Totals],
-) -> Totals:
-    """The totals of the facts in (start, end], in order: only the window's first and
-    last day can be cut by it; the days between are whole."""
-    inside = _days_between(days, start, end)
-    if len(inside) <= 2:
-        return merged.concat(day.within(start, end) for day in inside)
-    first, last = inside[0].within(start, end), inside[-1].within(start, end)
-    return merged.concat([first, merged(inside[1:-1]), last])
-
-
-def _put(days: dict[str, Day], day: str, bucket: Day) -> dict[str, Day]:
-    """`days` with `bucket` under `day`, still in day order."""
-    if day in days or not days or day > next(reversed(days)):
-        return {**days, day: bucket}
-    return dict(sorted({**days, day: bucket}.items()))
-
-
 def _is_late(state: StatsState, fact_ts: datetime, window: timedelta | None) -> bool:
     """True for a fact at or before the horizon (see the module docstring)."""
     return (
         window is not None and state.watermark is not None and (fact_ts <= state.watermark - window)
     )
-
-
-def _evict(days: dict[str, Day], horizon: datetime) -> dict[str, Day]:
-    """`days` without the facts at or before `horizon`: whole days before the horizon's
-    day go, that day is trimmed. The same dict when nothing goes."""
-    first = _day(horizon)
-    stale = sum(1 for _ in takewhile(lambda day: day < first, days))
-    boundary = days.get(first)
-    trimmed = None if boundary is None else boundary.after(horizon)
-    if not stale and trimmed is boundary:
-        return days
-    kept = dict(list(days.items())[stale:])
-    if trimmed is None:
-        kept.pop(first, None)
-    else:
-        kept[first] = trimmed
-    return kept
 
 
 def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> StatsState:
@@ -825,7 +663,7 @@ def _advance(state: StatsState, fact_ts: datetime, window: timedelta | None) -> 
     return state.model_copy(
         update={
             "watermark": fact_ts,
-            "trade_days": _evict(state.trade_days, horizon),
-            "run_days": _evict(state.run_days, horizon),
+            "trade_days": evict_days(state.trade_days, horizon),
+            "run_days": evict_days(state.run_days, horizon),
         }
     )

@@ -1,0 +1,214 @@
+"""A rolling window of facts in UTC-day buckets, whose totals cost days, not facts.
+
+Rules decide on every event from totals over a window (30 or 90 days of trades,
+runs, class results). Summing the window's facts per event would make the cost per
+event grow with history, so the window is kept in one bucket per UTC day, each sorted
+in fact order and carrying the totals of its facts in that order:
+
+- folding a fact touches its own day only (a fact's time never changes, so its
+  duplicate can only be in that day), and the store writes that day alone;
+- eviction drops whole days and trims the one day the horizon cuts;
+- the totals of a window are its first and last day (the two it may cut, summed
+  fact by fact) merged with the whole days between, merged block by block
+  (`MergedDays`). Totals merge by an associative `concat`, so the order of the
+  facts, not the order they arrived in, fixes every figure.
+
+Both the agent stats (`streams.agents.stats`) and the fleet's class trades
+(`streams.fleet.book`) keep their windows this way.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from itertools import takewhile
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from schemas.envelope import WireModel, to_utc
+
+
+class Fact(Protocol):
+    """What a day bucket needs of a fact: its time and its order (unique per fact)."""
+
+    @property
+    def at(self) -> datetime: ...
+
+    def sort_key(self) -> tuple[Any, ...]: ...
+
+
+F = TypeVar("F", bound=WireModel)
+T = TypeVar("T", bound=WireModel)
+
+
+class DayBucket(WireModel, Generic[F, T]):
+    """The facts of one UTC day after the horizon, in fact order, and their totals.
+
+    A subclass says how totals add up (`sum_of`, `plus_one`); appending a fact in
+    order must give the very floats a recomputation of the day would.
+    """
+
+    facts: tuple[F, ...]
+    totals: T
+
+    @classmethod
+    def sum_of(cls, facts: Iterable[F]) -> T:
+        raise NotImplementedError
+
+    @classmethod
+    def plus_one(cls, totals: T, fact: F) -> T:
+        raise NotImplementedError
+
+    @classmethod
+    def of(cls, facts: tuple[F, ...]) -> Self:
+        return cls(facts=facts, totals=cls.sum_of(facts))
+
+    def with_fact(self, fact: F) -> Self:
+        if _sort_key(fact) > _sort_key(self.facts[-1]):  # the usual case: in order
+            return type(self)(facts=(*self.facts, fact), totals=self.plus_one(self.totals, fact))
+        facts = list(self.facts)
+        insort(facts, fact, key=_sort_key)
+        return self.of(tuple(facts))
+
+    def after(self, horizon: datetime) -> Self | None:
+        """The day without its facts at or before `horizon`; None if none is left."""
+        first = bisect_right(self.facts, horizon, key=_fact_time)
+        if not first:
+            return self
+        return self.of(self.facts[first:]) if first < len(self.facts) else None
+
+    def has(self, fact: F) -> bool:
+        """Whether the day holds `fact` already: its sort key is unique, so there is one
+        place it can be."""
+        key = _sort_key(fact)
+        index = bisect_left(self.facts, key, key=_sort_key)
+        return index < len(self.facts) and _sort_key(self.facts[index]) == key
+
+    def within(self, start: datetime | None, end: datetime) -> T:
+        """The totals of the day's facts in (start, end]."""
+        if (start is None or _fact_time(self.facts[0]) > start) and _fact_time(
+            self.facts[-1]
+        ) <= end:
+            return self.totals
+        return self.sum_of(f for f in self.facts if within(_fact_time(f), start, end))
+
+
+def _sort_key(fact: Any) -> tuple[Any, ...]:
+    key: tuple[Any, ...] = fact.sort_key()
+    return key
+
+
+def _fact_time(fact: Any) -> datetime:
+    at: datetime = fact.at
+    return at
+
+
+def day_of(ts: datetime) -> str:
+    """The ISO UTC day of a fact time, the key of its bucket."""
+    return to_utc(ts).date().isoformat()
+
+
+def within(ts: datetime, start: datetime | None, end: datetime) -> bool:
+    """Whether `ts` is in (start, end]; no start means no lower bound."""
+    return (start is None or ts > start) and ts <= end
+
+
+Day = TypeVar("Day", bound=DayBucket[Any, Any])
+Bucket = TypeVar("Bucket")
+Totals = TypeVar("Totals")
+Totals_co = TypeVar("Totals_co", covariant=True)
+
+
+def put_day(days: dict[str, Day], day: str, bucket: Day) -> dict[str, Day]:
+    """`days` with `bucket` under `day`, still in day order."""
+    if day in days or not days or day > next(reversed(days)):
+        return {**days, day: bucket}
+    return dict(sorted({**days, day: bucket}.items()))
+
+
+def evict_days(days: dict[str, Day], horizon: datetime) -> dict[str, Day]:
+    """`days` without the facts at or before `horizon`: whole days before the horizon's
+    day go, that day is trimmed. The same dict when nothing goes."""
+    first = day_of(horizon)
+    stale = sum(1 for _ in takewhile(lambda day: day < first, days))
+    boundary = days.get(first)
+    trimmed = None if boundary is None else boundary.after(horizon)
+    if not stale and trimmed is boundary:
+        return days
+    kept = dict(list(days.items())[stale:])
+    if trimmed is None:
+        kept.pop(first, None)
+    else:
+        kept[first] = trimmed
+    return kept
+
+
+def days_between(
+    days: Mapping[str, Bucket], start: datetime | None, end: datetime
+) -> tuple[list[str], list[Bucket]]:
+    """The days (ISO keys) and their buckets, in order, that may hold facts in (start, end]."""
+    keys = list(days)
+    first = 0 if start is None else bisect_left(keys, day_of(start))
+    last = bisect_right(keys, day_of(end))
+    return keys[first:last], list(days.values())[first:last]
+
+
+def _block_end(keys: Sequence[str], first: int) -> int:
+    """The index after the block of `keys[first]`. A block is the days sharing an ISO key
+    but its last digit (days 1-9, 10-19, 20-29, 30-31 of a month): fixed by the calendar,
+    not by the window, so a block's days stay the same objects while the window slides
+    over it. ":" sorts after every digit."""
+    return bisect_left(keys, keys[first][:9] + ":", first)
+
+
+class _Bucket(Protocol[Totals_co]):
+    @property
+    def totals(self) -> Totals_co: ...
+
+    def within(self, start: datetime | None, end: datetime) -> Totals_co: ...
+
+
+class MergedDays(Generic[Totals]):
+    """Merges totals, and remembers the merged totals of blocks of days by their identity.
+
+    A window merges the totals of its whole days block by block (`_block_end`), then
+    the blocks. Between two events of a key the window moves at its ends only, so every
+    block but the one the horizon cuts is the same objects as before: an event merges
+    about ten days, not the whole window, even for a key with one fact a day. Days are
+    frozen and blocks fixed by the calendar, so the memo returns exactly what merging
+    again would: rules stay pure functions of the state, bit for bit. Least recently
+    used entries go first; an entry holds its days, so their ids cannot be reused
+    while it lives.
+    """
+
+    def __init__(self, concat: Callable[[Iterable[Totals]], Totals], size: int) -> None:
+        self.concat = concat
+        self._size = size
+        self._entries: dict[tuple[int, ...], tuple[Sequence[_Bucket[Totals]], Totals]] = {}
+
+    def block(self, days: Sequence[_Bucket[Totals]]) -> Totals:
+        key = tuple(map(id, days))
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            entry = (days, self.concat(day.totals for day in days))
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+        self._entries[key] = entry
+        return entry[1]
+
+    def window(
+        self, days: Mapping[str, _Bucket[Totals]], start: datetime | None, end: datetime
+    ) -> Totals:
+        """The totals of the facts in (start, end], in fact order: only the window's first
+        and last day can be cut by it; the days between are whole, merged by block."""
+        keys, buckets = days_between(days, start, end)
+        if len(buckets) <= 2:
+            return self.concat(day.within(start, end) for day in buckets)
+        parts = [buckets[0].within(start, end)]
+        first, last = 1, len(buckets) - 1
+        while first < last:
+            end_of_block = min(_block_end(keys, first), last)
+            parts.append(self.block(buckets[first:end_of_block]))
+            first = end_of_block
+        parts.append(buckets[-1].within(start, end))
+        return self.concat(parts)
