@@ -11,7 +11,6 @@ shows them, so a re-evaluation before that never emits a second copy.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
 from datetime import datetime, timedelta
 
 from pydantic import Field
@@ -27,6 +26,7 @@ from schemas.events import (
 )
 from schemas.policy import Policy
 from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
+from streams.core.day_window import day_of, evict_days, put_day
 from streams.core.fleet_state import FleetState, policy_at, regime_at
 from streams.core.processing import Routed, routed
 from streams.fleet.allocation import (
@@ -37,6 +37,7 @@ from streams.fleet.allocation import (
 )
 from streams.fleet.breach import breach_kills
 from streams.fleet.strategy import (
+    ClassDay,
     ClassTrade,
     evaluate_class,
     strategy_kill_events,
@@ -50,7 +51,10 @@ FLEET_KEY = "fleet"
 class FleetBook(WireModel):
     agents: dict[str, AgentAssessed] = Field(default_factory=dict)
     portfolio: StatsState = Field(default_factory=StatsState)
-    class_trades: dict[str, tuple[ClassTrade, ...]] = Field(default_factory=dict)
+    # Each class's window of trades by ISO day (streams.core.day_window).
+    class_trades: dict[str, dict[str, ClassDay]] = Field(default_factory=dict)
+    # The agents whose latest assessment is PROMOTE, in name order: a breach stops them.
+    promoted: tuple[str, ...] = ()
     allocation: AllocationResult | None = None
     rebalanced_at: UtcDatetime | None = None  # event time of the last reallocation
     # Targets this processor has killed whose kill the kill list may not show yet.
@@ -63,22 +67,24 @@ def _window_start(policy: Policy, at: datetime) -> datetime | None:
     return None if days == 0 else at - timedelta(days=days)
 
 
-def _exit_ts(trade: ClassTrade) -> datetime:
-    return trade.exit_ts
-
-
 def _add_class_trade(book: FleetBook, rec: SignalReconciled, policy: Policy) -> FleetBook:
+    """The book with the trade in its class's window (one day touched, whole days evicted)."""
     if rec.strategy_class is None:
         return book
+    trade = ClassTrade(
+        signal_id=rec.signal_id,
+        exit_ts=rec.exit_ts,
+        pnl_bps=rec.realized_pnl_bps,
+        regime=rec.regime,
+    )
+    days = book.class_trades.get(rec.strategy_class, {})
+    day = day_of(trade.exit_ts)
+    bucket = days.get(day)
+    days = put_day(days, day, ClassDay.of((trade,)) if bucket is None else bucket.with_fact(trade))
     start = _window_start(policy, rec.exit_ts)
-    trade = ClassTrade(exit_ts=rec.exit_ts, pnl_bps=rec.realized_pnl_bps, regime=rec.regime)
-    # Kept in exit-time order, so the trades the window left are a prefix: a bisect, not a
-    # pass over the window, on every trade.
-    trades = list(book.class_trades.get(rec.strategy_class, ()))
-    insort(trades, trade, key=_exit_ts)
-    first = 0 if start is None else bisect_right(trades, start, key=_exit_ts)
-    kept = tuple(trades[first:])
-    return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: kept}})
+    if start is not None:
+        days = evict_days(days, start)
+    return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: days}})
 
 
 def _judge_class(
@@ -94,7 +100,7 @@ def _judge_class(
     members = [a for a in book.agents.values() if a.strategy_class == strategy_class]
     inputs = summarise_class(
         strategy_class,
-        book.class_trades.get(strategy_class, ()),
+        book.class_trades.get(strategy_class, {}),
         {a.agent: a.mult for a in members},
         sum(a.stats.cost_usd for a in members),
         at,
@@ -110,9 +116,7 @@ def _check_breach(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
     portfolio = rule_stats_at(book.portfolio, at, policy.thresholds.window_days)
-    decisions = {
-        name: a.decision for name, a in book.agents.items() if name not in book.breach_killed
-    }
+    decisions = {name: Decision.PROMOTE for name in book.promoted if name not in book.breach_killed}
     kills = breach_kills(
         portfolio.max_drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id
     )
@@ -188,7 +192,11 @@ def apply_fleet_input(
             if name != event.agent or event.decision in (Decision.PROMOTE, Decision.KILLED)
         )
         book = book.model_copy(
-            update={"agents": {**book.agents, event.agent: event}, "breach_killed": breach_killed}
+            update={
+                "agents": {**book.agents, event.agent: event},
+                "breach_killed": breach_killed,
+                "promoted": _promoted(book.promoted, event),
+            }
         )
         # After the assessment it caused, so a breach the trade deepens judges the fresh
         # decisions.
@@ -202,6 +210,17 @@ def apply_fleet_input(
         return book, emitted
     book, allocation = _reallocate(book, policy, fleet, at, event)
     return book, emitted + allocation
+
+
+def _promoted(promoted: tuple[str, ...], assessed: AgentAssessed) -> tuple[str, ...]:
+    """The promoted agents after `assessed`: kept as the assessments arrive, so a breach
+    looks at them, not at every agent of the fleet."""
+    now = assessed.decision == Decision.PROMOTE
+    if (assessed.agent in promoted) == now:
+        return promoted
+    if now:
+        return tuple(sorted((*promoted, assessed.agent)))
+    return tuple(name for name in promoted if name != assessed.agent)
 
 
 def _rebalance_due(book: FleetBook, policy: Policy, at: datetime) -> bool:

@@ -31,6 +31,7 @@ from schemas.envelope import UtcDatetime, WireModel
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
 from schemas.stats import BPS
+from streams.core.day_window import DayBucket, MergedDays
 from streams.core.kill_facts import kill_fact
 from streams.core.kill_list import KillList
 
@@ -42,9 +43,81 @@ UNKNOWN_REGIME = "UNKNOWN"
 class ClassTrade(WireModel):
     """One reconciled trade of an agent of the class."""
 
+    signal_id: uuid.UUID
     exit_ts: UtcDatetime
     pnl_bps: float
     regime: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return self.exit_ts
+
+    def sort_key(self) -> tuple[datetime, uuid.UUID]:
+        return (self.exit_ts, self.signal_id)
+
+
+class ClassTotals(WireModel):
+    """What the conditions sum over a class's trades: PnL, and PnL, losses and their
+    count by regime."""
+
+    pnl_sum_bps: float = 0.0
+    pnl_by_regime: dict[str, float] = Field(default_factory=dict)
+    loss_bps_by_regime: dict[str, float] = Field(default_factory=dict)  # sizes, >= 0
+    losses_by_regime: dict[str, int] = Field(default_factory=dict)
+
+    def plus(self, trades: Iterable[ClassTrade]) -> ClassTotals:
+        pnl_sum = self.pnl_sum_bps
+        pnl_by_regime = dict(self.pnl_by_regime)
+        loss_bps = dict(self.loss_bps_by_regime)
+        losses = dict(self.losses_by_regime)
+        for trade in trades:
+            pnl_sum += trade.pnl_bps
+            regime = trade.regime or UNKNOWN_REGIME
+            pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + trade.pnl_bps
+            if trade.pnl_bps < 0:
+                loss_bps[regime] = loss_bps.get(regime, 0.0) - trade.pnl_bps
+                losses[regime] = losses.get(regime, 0) + 1
+        return ClassTotals(
+            pnl_sum_bps=pnl_sum,
+            pnl_by_regime=pnl_by_regime,
+            loss_bps_by_regime=loss_bps,
+            losses_by_regime=losses,
+        )
+
+    @staticmethod
+    def concat(parts: Iterable[ClassTotals]) -> ClassTotals:
+        pnl_sum = 0.0
+        pnl_by_regime: dict[str, float] = {}
+        loss_bps: dict[str, float] = {}
+        losses: dict[str, int] = {}
+        for part in parts:
+            pnl_sum += part.pnl_sum_bps
+            for regime, pnl in part.pnl_by_regime.items():
+                pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + pnl
+            for regime, size in part.loss_bps_by_regime.items():
+                loss_bps[regime] = loss_bps.get(regime, 0.0) + size
+            for regime, count in part.losses_by_regime.items():
+                losses[regime] = losses.get(regime, 0) + count
+        return ClassTotals(
+            pnl_sum_bps=pnl_sum,
+            pnl_by_regime=pnl_by_regime,
+            loss_bps_by_regime=loss_bps,
+            losses_by_regime=losses,
+        )
+
+
+class ClassDay(DayBucket[ClassTrade, ClassTotals]):
+    @classmethod
+    def sum_of(cls, facts: Iterable[ClassTrade]) -> ClassTotals:
+        return ClassTotals().plus(facts)
+
+    @classmethod
+    def plus_one(cls, totals: ClassTotals, fact: ClassTrade) -> ClassTotals:
+        return totals.plus([fact])
+
+
+# A class's window merged by calendar block, as the agent stats are (streams.core.day_window).
+_CLASS_WINDOWS = MergedDays(ClassTotals.concat, 4096)
 
 
 class ClassInputs(WireModel):
@@ -79,45 +152,36 @@ class StrategyVerdict(WireModel):
 
 def summarise_class(
     strategy_class: str,
-    trades: Iterable[ClassTrade],
+    days: Mapping[str, ClassDay],
     agent_mults: Mapping[str, float],
     cost_usd: float,
     at: datetime,
     policy: Policy,
     intended_regimes: Iterable[str] | None = None,
 ) -> ClassInputs:
-    """Summarise a class's trades (its rolling window) into the inputs of the conditions.
+    """Summarise a class's trades in its rolling window (`window_days` ending at `at`)
+    into the inputs of the conditions.
 
-    Period k (0 the newest) is (at - (k + 1) x d, at - k x d]; trades outside
-    the last N periods count in the other conditions, not in the periods.
+    Period k (0 the newest) is (at - (k + 1) x d, at - k x d]; trades of the window
+    outside the last N periods count in the other conditions, not in the periods.
     """
     t = policy.thresholds
     n, length = t.strategy_losing_periods, timedelta(days=t.strategy_period_days)
-    periods = [0.0] * n
-    pnl_sum = 0.0
-    pnl_by_regime: dict[str, float] = {}
-    loss_bps: dict[str, float] = {}
-    losses: dict[str, int] = {}
-    for trade in trades:
-        pnl_sum += trade.pnl_bps
-        regime = trade.regime or UNKNOWN_REGIME
-        pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + trade.pnl_bps
-        if trade.pnl_bps < 0:
-            loss_bps[regime] = loss_bps.get(regime, 0.0) - trade.pnl_bps
-            losses[regime] = losses.get(regime, 0) + 1
-        if trade.exit_ts <= at:
-            back = (at - trade.exit_ts) // length  # 0 for the newest period
-            if back < n:
-                periods[n - 1 - back] += trade.pnl_bps
+    start = None if t.window_days == 0 else at - timedelta(days=t.window_days)
+    window = _CLASS_WINDOWS.window(days, start, at)
+    periods = tuple(
+        _CLASS_WINDOWS.window(days, at - (back + 1) * length, at - back * length).pnl_sum_bps
+        for back in reversed(range(n))
+    )
     return ClassInputs(
         strategy_class=strategy_class,
-        period_pnls_bps=tuple(periods),
+        period_pnls_bps=periods,
         agent_mults=dict(sorted(agent_mults.items())),
         cost_usd=cost_usd,
-        pnl_sum_bps=pnl_sum,
-        pnl_by_regime=dict(sorted(pnl_by_regime.items())),
-        loss_bps_by_regime=dict(sorted(loss_bps.items())),
-        losses_by_regime=dict(sorted(losses.items())),
+        pnl_sum_bps=window.pnl_sum_bps,
+        pnl_by_regime=dict(sorted(window.pnl_by_regime.items())),
+        loss_bps_by_regime=dict(sorted(window.loss_bps_by_regime.items())),
+        losses_by_regime=dict(sorted(window.losses_by_regime.items())),
         intended_regimes=None if intended_regimes is None else tuple(sorted(intended_regimes)),
     )
 

@@ -34,7 +34,7 @@ GATE_KEY = b"gate"
 # apart from the head (see streams.runtime.sharded_store).
 FLEET_SHARDS = {
     **{f"portfolio.{path}": how for path, how in STATS_SHARDS.items()},
-    "class_trades.*": "day:exit_ts",
+    "class_trades.*": "days",
     "agents": "key",
 }
 

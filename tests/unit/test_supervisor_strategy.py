@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -9,9 +10,11 @@ import pytest
 
 from schemas.events import StrategyKilled
 from schemas.policy import Policy
+from streams.core.day_window import day_of, put_day
 from streams.core.kill_facts import kill_fact
 from streams.core.kill_list import KillList, apply_kill_fact
 from streams.fleet.strategy import (
+    ClassDay,
     ClassInputs,
     ClassTrade,
     evaluate_class,
@@ -95,20 +98,36 @@ def test_given_intended_regimes_replace_the_default() -> None:
     assert verdict_for({"intended_regimes": ("HIGH_VOL",)}) == ["regime_mismatch"]
 
 
+def class_days(trades: list[ClassTrade]) -> dict[str, ClassDay]:
+    days: dict[str, ClassDay] = {}
+    for item in trades:
+        day = day_of(item.exit_ts)
+        old = days.get(day)
+        days = put_day(days, day, ClassDay.of((item,)) if old is None else old.with_fact(item))
+    return days
+
+
+def trade(exit_ts: datetime, pnl_bps: float, regime: str | None = None) -> ClassTrade:
+    signal_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{exit_ts.isoformat()}/{pnl_bps}")
+    return ClassTrade(signal_id=signal_id, exit_ts=exit_ts, pnl_bps=pnl_bps, regime=regime)
+
+
 def test_summarise_buckets_trades_into_periods() -> None:
-    # Period k (0 the newest) is (AT - (k + 1) weeks, AT - k weeks].
+    # Period k (0 the newest) is (AT - (k + 1) weeks, AT - k weeks]; the window is the
+    # 30 days up to AT.
     trades = [
-        ClassTrade(exit_ts=AT, pnl_bps=-1.0, regime="RISK_ON"),  # newest
-        ClassTrade(exit_ts=AT - WEEK + timedelta(seconds=1), pnl_bps=-2.0, regime="RISK_ON"),
-        ClassTrade(exit_ts=AT - WEEK, pnl_bps=-4.0),  # the edge belongs to the middle one
-        ClassTrade(exit_ts=AT - 2 * WEEK, pnl_bps=-8.0, regime="RISK_OFF"),  # oldest
-        ClassTrade(exit_ts=AT - 3 * WEEK, pnl_bps=20.0, regime="RISK_OFF"),  # before the periods
-        ClassTrade(exit_ts=AT + timedelta(seconds=1), pnl_bps=100.0, regime="RISK_ON"),  # after
+        trade(AT, -1.0, "RISK_ON"),  # newest
+        trade(AT - WEEK + timedelta(seconds=1), -2.0, "RISK_ON"),
+        trade(AT - WEEK, -4.0),  # the edge belongs to the middle one
+        trade(AT - 2 * WEEK, -8.0, "RISK_OFF"),  # oldest
+        trade(AT - 3 * WEEK, 20.0, "RISK_OFF"),  # before the periods, in the window
+        trade(AT + timedelta(seconds=1), 100.0, "RISK_ON"),  # after AT: not yet
+        trade(AT - 5 * WEEK, -50.0, "RISK_ON"),  # before the window
     ]
-    inputs = summarise_class("momentum", trades, {"b": 0.9, "a": 1.0}, 2.0, AT, POLICY)
+    inputs = summarise_class("momentum", class_days(trades), {"b": 0.9, "a": 1.0}, 2.0, AT, POLICY)
     assert inputs.period_pnls_bps == (-8.0, -4.0, -3.0)
-    assert inputs.pnl_sum_bps == pytest.approx(105.0)
-    assert inputs.pnl_by_regime == {"RISK_OFF": 12.0, "RISK_ON": 97.0, "UNKNOWN": -4.0}
+    assert inputs.pnl_sum_bps == pytest.approx(5.0)
+    assert inputs.pnl_by_regime == {"RISK_OFF": 12.0, "RISK_ON": -3.0, "UNKNOWN": -4.0}
     assert inputs.loss_bps_by_regime == {"RISK_OFF": 8.0, "RISK_ON": 3.0, "UNKNOWN": 4.0}
     assert inputs.losses_by_regime == {"RISK_OFF": 1, "RISK_ON": 2, "UNKNOWN": 1}
     assert list(inputs.agent_mults) == ["a", "b"]
