@@ -28,7 +28,13 @@ from schemas.stats import AgentStats
 from streams.agents import confidence
 from streams.agents.decide import decide, decision_events
 from streams.agents.execution import TradingMode, order_for_signal
-from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
+from streams.agents.stats import (
+    StatsState,
+    apply_event,
+    rule_stats_at,
+    stats_at,
+    window_drawdown_bps,
+)
 from streams.core.fleet_state import FleetState, policy_at, weight_of
 from streams.core.kill_list import is_killed, kill_reason
 
@@ -145,7 +151,7 @@ def apply_agent_event(
                 "signal_ids": (*state.signal_ids, signal_id)[-SIGNAL_IDS_KEPT:],
             }
         )
-        window = rule_stats_at(
+        drawdown_bps = window_drawdown_bps(
             state.stats,
             max(event.ts, state.stats.watermark or event.ts),
             policy.thresholds.window_days,
@@ -156,7 +162,7 @@ def apply_agent_event(
         if killed is None and _pending_auto_kill(state, fleet) is not None:
             killed = f"agent {state.agent} killed by the supervisor (decision {state.decision})"
         order = order_for_signal(
-            event, weight_of(fleet, state.agent), window.max_drawdown_bps, killed, mode, policy
+            event, weight_of(fleet, state.agent), drawdown_bps, killed, mode, policy
         )
         return state, [order]
     if not isinstance(event, RunCompleted | SignalReconciled):

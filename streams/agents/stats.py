@@ -437,6 +437,12 @@ def rule_stats_at(state: StatsState, as_of: datetime, window_days: int) -> Agent
     return _summarize(trades, runs)
 
 
+def window_drawdown_bps(state: StatsState, as_of: datetime, window_days: int) -> float:
+    """The max drawdown of `rule_stats_at`, from the trades alone: what order sizing and
+    the breach read, at half the cost."""
+    return _TRADE_WINDOWS.window(state.trade_days, *_bounds(as_of, window_days)).max_drawdown_bps
+
+
 def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
     """`rule_stats_at` plus the report-only figures, which read every trade and run of
     the window: CVaR95, p95 latency, the information coefficient and the smart Sharpe

@@ -25,7 +25,7 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
-from streams.agents.stats import StatsState, apply_event, rule_stats_at, stats_at
+from streams.agents.stats import StatsState, apply_event, stats_at, window_drawdown_bps
 from streams.core.day_window import day_of, evict_days, put_day
 from streams.core.fleet_state import FleetState, policy_at, regime_at
 from streams.core.processing import Routed, routed
@@ -115,11 +115,9 @@ def _judge_class(
 def _check_breach(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    portfolio = rule_stats_at(book.portfolio, at, policy.thresholds.window_days)
+    drawdown_bps = window_drawdown_bps(book.portfolio, at, policy.thresholds.window_days)
     decisions = {name: Decision.PROMOTE for name in book.promoted if name not in book.breach_killed}
-    kills = breach_kills(
-        portfolio.max_drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id
-    )
+    kills = breach_kills(drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id)
     if kills:
         book = book.model_copy(
             update={"breach_killed": (*book.breach_killed, *(k.target for k in kills))}
