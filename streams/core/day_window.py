@@ -168,47 +168,87 @@ class _Bucket(Protocol[Totals_co]):
     def within(self, start: datetime | None, end: datetime) -> Totals_co: ...
 
 
-class MergedDays(Generic[Totals]):
-    """Merges totals, and remembers the merged totals of blocks of days by their identity.
+class _Memo(Generic[Totals]):
+    """Totals by the identity of the objects they were merged from. An entry holds those
+    objects, so their ids cannot be reused while it lives; the oldest entries go first
+    (a live entry that goes is merged again, to the same bits)."""
 
-    A window merges the totals of its whole days block by block (`_block_end`), then
-    the blocks. Between two events of a key the window moves at its ends only, so every
-    block but the one the horizon cuts is the same objects as before: an event merges
-    about ten days, not the whole window, even for a key with one fact a day. Days are
-    frozen and blocks fixed by the calendar, so the memo returns exactly what merging
-    again would: rules stay pure functions of the state, bit for bit. Least recently
-    used entries go first; an entry holds its days, so their ids cannot be reused
-    while it lives.
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, ...], tuple[Sequence[object], Totals]] = {}
+
+    def get(self, parts: Sequence[object]) -> tuple[tuple[int, ...], Totals | None]:
+        key = tuple(map(id, parts))
+        entry = self._entries.get(key)
+        return key, None if entry is None else entry[1]
+
+    def put(self, key: tuple[int, ...], parts: Sequence[object], totals: Totals) -> Totals:
+        if len(self._entries) >= self._size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (parts, totals)
+        return totals
+
+
+class MergedDays(Generic[Totals]):
+    """Merges totals, and remembers merged runs of days by their identity, so that the
+    totals of a window cost a few merges per event, not one per day.
+
+    The whole days of a window (all but the first and last, which it may cut) are split
+    into calendar blocks (`_block_end`). The first block, which the horizon eats a day
+    at a time, is folded from the right (each day onto the totals of the days after it),
+    the others from the left (each day onto the totals of the days before it), and the
+    blocks between the first and the last are merged once for as long as they stay the
+    same. Between two events of a key the window moves at its ends only, so an event
+    finds almost every run it needs already merged: at most one new day per end. Days
+    are frozen and blocks fixed by the calendar, so a remembered run is exactly what
+    merging it again would give: rules stay pure functions of the state, bit for bit.
     """
 
     def __init__(self, concat: Callable[[Iterable[Totals]], Totals], size: int) -> None:
         self.concat = concat
-        self._size = size
-        self._entries: dict[tuple[int, ...], tuple[Sequence[_Bucket[Totals]], Totals]] = {}
+        self._from_left: _Memo[Totals] = _Memo(size)
+        self._from_right: _Memo[Totals] = _Memo(size)
+        self._blocks: _Memo[Totals] = _Memo(size)
 
-    def block(self, days: Sequence[_Bucket[Totals]]) -> Totals:
-        key = tuple(map(id, days))
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            entry = (days, self.concat(day.totals for day in days))
-            if len(self._entries) >= self._size:
-                del self._entries[next(iter(self._entries))]
-        self._entries[key] = entry
-        return entry[1]
+    def _left_fold(self, days: Sequence[_Bucket[Totals]]) -> Totals:
+        key, totals = self._from_left.get(days)
+        if totals is not None:
+            return totals
+        if len(days) == 1:
+            return self._from_left.put(key, days, days[0].totals)
+        merged = self.concat([self._left_fold(days[:-1]), days[-1].totals])
+        return self._from_left.put(key, days, merged)
+
+    def _right_fold(self, days: Sequence[_Bucket[Totals]]) -> Totals:
+        key, totals = self._from_right.get(days)
+        if totals is not None:
+            return totals
+        if len(days) == 1:
+            return self._from_right.put(key, days, days[0].totals)
+        merged = self.concat([days[0].totals, self._right_fold(days[1:])])
+        return self._from_right.put(key, days, merged)
+
+    def _joined(self, blocks: Sequence[Totals]) -> Totals:
+        key, totals = self._blocks.get(blocks)
+        return self._blocks.put(key, blocks, self.concat(blocks)) if totals is None else totals
 
     def window(
         self, days: Mapping[str, _Bucket[Totals]], start: datetime | None, end: datetime
     ) -> Totals:
-        """The totals of the facts in (start, end], in fact order: only the window's first
-        and last day can be cut by it; the days between are whole, merged by block."""
+        """The totals of the facts in (start, end], in fact order."""
         keys, buckets = days_between(days, start, end)
         if len(buckets) <= 2:
             return self.concat(day.within(start, end) for day in buckets)
-        parts = [buckets[0].within(start, end)]
+        blocks: list[Sequence[_Bucket[Totals]]] = []
         first, last = 1, len(buckets) - 1
         while first < last:
             end_of_block = min(_block_end(keys, first), last)
-            parts.append(self.block(buckets[first:end_of_block]))
+            blocks.append(buckets[first:end_of_block])
             first = end_of_block
+        parts = [buckets[0].within(start, end), self._right_fold(blocks[0])]
+        if len(blocks) > 2:
+            parts.append(self._joined([self._left_fold(block) for block in blocks[1:-1]]))
+        if len(blocks) > 1:
+            parts.append(self._left_fold(blocks[-1]))
         parts.append(buckets[-1].within(start, end))
         return self.concat(parts)
