@@ -57,6 +57,7 @@ at once. A larger one becomes exact only after new facts have filled it.
 
 from __future__ import annotations
 
+import heapq
 import math
 import statistics
 import uuid
@@ -332,11 +333,12 @@ class RunDay(DayBucket[Run, RunTotals]):
         return totals.plus([fact])
 
 
-# About four live blocks per month of window for each key a worker assesses (agents,
-# classes, portfolio), and as many stale ones, each keeping alive at most ten days its
-# key has since evicted.
-_TRADE_WINDOWS = MergedDays(TradeTotals.concat, 65536)
-_RUN_WINDOWS = MergedDays(RunTotals.concat, 65536)
+# Remembered runs of days, per kind of memo (from the left, from the right, joined):
+# about ten live ones for each key a worker assesses (agents, portfolio) with a 90-day
+# window, so 1,000 agents fit with room for the stale ones, which keep at most ten days
+# alive each. A live run that is pushed out is merged again, to the same bits.
+_TRADE_WINDOWS = MergedDays(TradeTotals.concat, 32768)
+_RUN_WINDOWS = MergedDays(RunTotals.concat, 32768)
 
 
 class StatsState(WireModel):
@@ -443,6 +445,14 @@ def window_drawdown_bps(state: StatsState, as_of: datetime, window_days: int) ->
     return _TRADE_WINDOWS.window(state.trade_days, *_bounds(as_of, window_days)).max_drawdown_bps
 
 
+def window_cvar95_bps(state: StatsState, as_of: datetime, window_days: int) -> float | None:
+    """The CVaR95 of `stats_at`, alone: capital at risk reads it for every allocation it
+    emits. The worst ceil(5% of n) of the window by partial selection, not a full sort:
+    the same values in the same order, so the same bits."""
+    pnls = [t.pnl_bps for t in _window_trades(state, *_bounds(as_of, window_days))]
+    return cvar95(heapq.nsmallest((len(pnls) + 19) // 20, pnls))
+
+
 def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
     """`rule_stats_at` plus the report-only figures, which read every trade and run of
     the window: CVaR95, p95 latency, the information coefficient and the smart Sharpe
@@ -450,12 +460,7 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
     """
     stats = rule_stats_at(state, as_of, window_days)
     start, end = _bounds(as_of, window_days)
-    trades = [
-        t
-        for day in days_between(state.trade_days, start, end)[1]
-        for t in day.facts
-        if within(t.exit_ts, start, end)
-    ]
+    trades = _window_trades(state, start, end)
     latencies = (
         r.latency_ms
         for day in days_between(state.run_days, start, end)[1]
@@ -472,6 +477,16 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
             "smart_sharpe": smart_sharpe(stats.sharpe, pnls),
         }
     )
+
+
+def _window_trades(state: StatsState, start: datetime | None, end: datetime) -> list[Trade]:
+    """The trades with exit_ts in (start, end], in trade order."""
+    return [
+        t
+        for day in days_between(state.trade_days, start, end)[1]
+        for t in day.facts
+        if within(t.exit_ts, start, end)
+    ]
 
 
 def lifetime_stats(state: StatsState) -> AgentStats:

@@ -211,22 +211,33 @@ class MergedDays(Generic[Totals]):
         self._blocks: _Memo[Totals] = _Memo(size)
 
     def _left_fold(self, days: Sequence[_Bucket[Totals]]) -> Totals:
+        """Each day onto the totals of the days before it. A block grows a day at a time at
+        the window's end, so the run one day shorter is usually remembered; only whole
+        runs are kept (not every prefix), since a block is needed whole once it is past."""
         key, totals = self._from_left.get(days)
         if totals is not None:
             return totals
-        if len(days) == 1:
-            return self._from_left.put(key, days, days[0].totals)
-        merged = self.concat([self._left_fold(days[:-1]), days[-1].totals])
-        return self._from_left.put(key, days, merged)
+        _, totals = self._from_left.get(days[:-1])
+        if totals is None:
+            totals = days[0].totals
+            for day in days[1:-1]:
+                totals = self.concat([totals, day.totals])
+        if len(days) > 1:
+            totals = self.concat([totals, days[-1].totals])
+        return self._from_left.put(key, days, totals)
 
     def _right_fold(self, days: Sequence[_Bucket[Totals]]) -> Totals:
-        key, totals = self._from_right.get(days)
+        """Each day onto the totals of the days after it. The horizon eats the first block
+        a day at a time, so every suffix is remembered when the block is first folded."""
+        _, totals = self._from_right.get(days)
         if totals is not None:
             return totals
-        if len(days) == 1:
-            return self._from_right.put(key, days, days[0].totals)
-        merged = self.concat([days[0].totals, self._right_fold(days[1:])])
-        return self._from_right.put(key, days, merged)
+        totals = days[-1].totals
+        for first in range(len(days) - 2, -1, -1):
+            totals = self.concat([days[first].totals, totals])
+            suffix = days[first:]
+            self._from_right.put(tuple(map(id, suffix)), suffix, totals)
+        return totals
 
     def _joined(self, blocks: Sequence[Totals]) -> Totals:
         key, totals = self._blocks.get(blocks)

@@ -25,7 +25,12 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
-from streams.agents.stats import StatsState, apply_event, stats_at, window_drawdown_bps
+from streams.agents.stats import (
+    StatsState,
+    apply_event,
+    window_cvar95_bps,
+    window_drawdown_bps,
+)
 from streams.core.day_window import day_of, evict_days, put_day
 from streams.core.fleet_state import FleetState, policy_at, regime_at
 from streams.core.processing import Routed, routed
@@ -147,8 +152,7 @@ def _reallocate(
         return book, []
     # Capital at risk needs the portfolio CVaR, a tail over the whole window: computed only
     # for an allocation that is emitted.
-    portfolio = stats_at(book.portfolio, at, policy.thresholds.window_days)
-    result = allocation(portfolio.cvar95_bps)
+    result = allocation(window_cvar95_bps(book.portfolio, at, policy.thresholds.window_days))
     return book.model_copy(update={"allocation": result}), [
         allocation_event(result, at, cause.event_id)
     ]

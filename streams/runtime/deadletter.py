@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.codec import RejectedRecord, encode_event
-from schemas.envelope import Event, derived_event_id
+from schemas.codec import MAX_RECORD_BYTES, RejectedRecord, encode_event
+from schemas.envelope import Event, derived_event_id, format_utc
 from schemas.events import EventRejected
 from streams.core.signing import FactVerifier
 
 PRODUCER = "metasup.intake"
+
+# How far ahead of the broker's receipt a source event's time may be (clock drift). One
+# far ahead would move every watermark (the price book, the stats windows) into the
+# future: every open signal would settle at once, every window would empty.
+MAX_AHEAD = timedelta(hours=1)
+# What a rejection keeps of an oversized record: enough to recognise it; the whole of it
+# could make the rejection itself too large to send.
+KEPT_OF_OVERSIZED = 4096
+
+
+def admitted(
+    verifier: FactVerifier,
+    raw: bytes | None,
+    expected_types: frozenset[str],
+    received_at: datetime | None = None,
+) -> Event:
+    """Decode and admit one record, or raise RejectedRecord with what to fix.
+
+    `received_at` (the broker's receipt time; given for source topics, which outside
+    clocks stamp) also refuses an event time more than MAX_AHEAD after it.
+    """
+    event = verifier.decode(raw, expected_types)
+    if received_at is not None and event.ts - received_at > MAX_AHEAD:
+        raise RejectedRecord(
+            f"event time {format_utc(event.ts)} is {event.ts - received_at} after the broker "
+            f"received the record ({format_utc(received_at)}; at most {MAX_AHEAD} ahead); "
+            "check the producer's clock and that ts is in UTC"
+        )
+    return event
 
 
 def rejection(
@@ -29,6 +58,10 @@ def rejection(
     rejected once, not twice.
     """
     at = datetime.fromtimestamp(timestamp_s or 0.0, tz=UTC)
+    raw = raw or b""
+    if len(raw) > MAX_RECORD_BYTES:
+        raw = raw[:KEPT_OF_OVERSIZED]
+        reason += f" (raw_value keeps its first {KEPT_OF_OVERSIZED:,} bytes)"
     return EventRejected.create(
         event_id=derived_event_id("rejected", topic, partition, offset),
         ts=at,
@@ -37,22 +70,29 @@ def rejection(
         partition=partition,
         offset=offset,
         reason=reason,
-        raw_value=base64.b64encode(raw or b"").decode("ascii"),
+        raw_value=base64.b64encode(raw).decode("ascii"),
     )
 
 
 async def accepted_events(
-    stream: Any, expected_types: frozenset[str], deadletter: Any, verifier: FactVerifier
+    stream: Any,
+    expected_types: frozenset[str],
+    deadletter: Any,
+    verifier: FactVerifier,
+    judge_time: bool = False,
 ) -> AsyncIterator[tuple[Any, Event]]:
     """Yield (faust message, event) for each valid record; reject the rest to `deadletter`.
 
     Valid includes a verified signature on a governance fact: every intake and every
     processor input reads through here, so an unsigned or forged fact has no effect.
+    `judge_time`: refuse event times far ahead of the receipt (source topics).
     """
     async for record in stream.events():
         message = record.message
+        stamped = judge_time and message.timestamp is not None
+        received = datetime.fromtimestamp(message.timestamp, tz=UTC) if stamped else None
         try:
-            event = verifier.decode(record.value, expected_types)
+            event = admitted(verifier, record.value, expected_types, received)
         except RejectedRecord as error:
             await reject(deadletter, message, str(error))
             continue

@@ -58,7 +58,9 @@ def register_intake(
     verifier: FactVerifier,
 ) -> None:
     async def intake(stream: Any) -> None:
-        async for message, event in accepted_events(stream, spec.types, deadletter, verifier):
+        async for message, event in accepted_events(
+            stream, spec.types, deadletter, verifier, judge_time=spec.origin == "source"
+        ):
             for handle in handlers:
                 await handle(message, event)
 

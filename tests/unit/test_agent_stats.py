@@ -37,6 +37,7 @@ from streams.agents.stats import (
     rule_stats_at,
     stats_at,
     tail_stats,
+    window_cvar95_bps,
     window_drawdown_bps,
 )
 
@@ -704,6 +705,7 @@ def test_window_figures_equal_a_recomputation_from_scratch(
     assert window_drawdown_bps(state, as_of, window_days) == rule.max_drawdown_bps
     full = stats_at(state, as_of, window_days)
     assert_close(full, expected)
+    assert window_cvar95_bps(state, as_of, window_days) == full.cvar95_bps
     assert full.model_copy(update=dict.fromkeys(REPORT_ONLY)) == rule
 
 
