@@ -239,9 +239,18 @@ class MergedDays(Generic[Totals]):
             self._from_right.put(tuple(map(id, suffix)), suffix, totals)
         return totals
 
-    def _joined(self, blocks: Sequence[Totals]) -> Totals:
-        key, totals = self._blocks.get(blocks)
-        return self._blocks.put(key, blocks, self.concat(blocks)) if totals is None else totals
+    def _joined(self, keys: Sequence[str], days: Sequence[_Bucket[Totals]]) -> Totals:
+        """Whole blocks, each folded from the left, then merged: remembered by the days,
+        one lookup for them all, as they stay the same for as long as a block lasts."""
+        key, totals = self._blocks.get(days)
+        if totals is not None:
+            return totals
+        blocks, first = [], 0
+        while first < len(days):
+            end_of_block = _block_end(keys, first)
+            blocks.append(self._left_fold(days[first:end_of_block]))
+            first = end_of_block
+        return self._blocks.put(key, days, self.concat(blocks))
 
     def window(
         self, days: Mapping[str, _Bucket[Totals]], start: datetime | None, end: datetime
@@ -250,16 +259,13 @@ class MergedDays(Generic[Totals]):
         keys, buckets = days_between(days, start, end)
         if len(buckets) <= 2:
             return self.concat(day.within(start, end) for day in buckets)
-        blocks: list[Sequence[_Bucket[Totals]]] = []
-        first, last = 1, len(buckets) - 1
-        while first < last:
-            end_of_block = min(_block_end(keys, first), last)
-            blocks.append(buckets[first:end_of_block])
-            first = end_of_block
-        parts = [buckets[0].within(start, end), self._right_fold(blocks[0])]
-        if len(blocks) > 2:
-            parts.append(self._joined([self._left_fold(block) for block in blocks[1:-1]]))
-        if len(blocks) > 1:
-            parts.append(self._left_fold(blocks[-1]))
+        last = len(buckets) - 1
+        head_end = min(_block_end(keys, 1), last)
+        parts = [buckets[0].within(start, end), self._right_fold(buckets[1:head_end])]
+        if head_end < last:
+            tail_start = max(bisect_left(keys, keys[last - 1][:9], head_end), head_end)
+            if head_end < tail_start:
+                parts.append(self._joined(keys[head_end:tail_start], buckets[head_end:tail_start]))
+            parts.append(self._left_fold(buckets[tail_start:last]))
         parts.append(buckets[-1].within(start, end))
         return self.concat(parts)
