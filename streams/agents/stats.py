@@ -315,22 +315,14 @@ class RunTotals(WireModel):
 
 class TradeDay(DayBucket[Trade, TradeTotals]):
     @classmethod
-    def sum_of(cls, facts: Iterable[Trade]) -> TradeTotals:
-        return TradeTotals().plus(t.pnl_bps for t in facts)
-
-    @classmethod
-    def plus_one(cls, totals: TradeTotals, fact: Trade) -> TradeTotals:
-        return totals.plus([fact.pnl_bps])
+    def fold(cls, totals: TradeTotals | None, facts: Iterable[Trade]) -> TradeTotals:
+        return (TradeTotals() if totals is None else totals).plus(t.pnl_bps for t in facts)
 
 
 class RunDay(DayBucket[Run, RunTotals]):
     @classmethod
-    def sum_of(cls, facts: Iterable[Run]) -> RunTotals:
-        return RunTotals().plus(facts)
-
-    @classmethod
-    def plus_one(cls, totals: RunTotals, fact: Run) -> RunTotals:
-        return totals.plus([fact])
+    def fold(cls, totals: RunTotals | None, facts: Iterable[Run]) -> RunTotals:
+        return (RunTotals() if totals is None else totals).plus(facts)
 
 
 # Remembered runs of days, per kind of memo (from the left, from the right, joined):

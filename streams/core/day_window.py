@@ -44,31 +44,48 @@ T = TypeVar("T", bound=WireModel)
 class DayBucket(WireModel, Generic[F, T]):
     """The facts of one UTC day after the horizon, in fact order, and their totals.
 
-    A subclass says how totals add up (`sum_of`, `plus_one`); appending a fact in
-    order must give the very floats a recomputation of the day would.
+    A subclass says how totals add up (`fold`): folding more facts onto totals must give
+    the very floats folding all of them at once would, so a day's totals are the same
+    whatever order its facts arrived in.
     """
 
     facts: tuple[F, ...]
     totals: T
+    # The totals of the facts before the day's last fact time. Many facts share a time
+    # (every trade of an hour exits at that hour, ordered among themselves by id), and
+    # one that lands among them refolds that group only, not the whole day.
+    before_last: T
 
     @classmethod
-    def sum_of(cls, facts: Iterable[F]) -> T:
-        raise NotImplementedError
-
-    @classmethod
-    def plus_one(cls, totals: T, fact: F) -> T:
+    def fold(cls, totals: T | None, facts: Iterable[F]) -> T:
+        """`totals` (None: no facts yet) with `facts` added, in the given order."""
         raise NotImplementedError
 
     @classmethod
     def of(cls, facts: tuple[F, ...]) -> Self:
-        return cls(facts=facts, totals=cls.sum_of(facts))
+        group = _last_time_group(facts)
+        before = cls.fold(None, facts[:group])
+        return cls(facts=facts, before_last=before, totals=cls.fold(before, facts[group:]))
 
     def with_fact(self, fact: F) -> Self:
-        if _sort_key(fact) > _sort_key(self.facts[-1]):  # the usual case: in order
-            return type(self)(facts=(*self.facts, fact), totals=self.plus_one(self.totals, fact))
+        last = self.facts[-1]
+        if _sort_key(fact) > _sort_key(last):  # the usual case: in order
+            later = _fact_time(fact) > _fact_time(last)
+            return type(self)(
+                facts=(*self.facts, fact),
+                before_last=self.totals if later else self.before_last,
+                totals=self.fold(self.totals, [fact]),
+            )
         facts = list(self.facts)
         insort(facts, fact, key=_sort_key)
-        return self.of(tuple(facts))
+        if _fact_time(fact) != _fact_time(last):
+            return self.of(tuple(facts))
+        group = facts[_last_time_group(facts) :]
+        return type(self)(
+            facts=tuple(facts),
+            before_last=self.before_last,
+            totals=self.fold(self.before_last, group),
+        )
 
     def after(self, horizon: datetime) -> Self | None:
         """The day without its facts at or before `horizon`; None if none is left."""
@@ -90,7 +107,7 @@ class DayBucket(WireModel, Generic[F, T]):
             self.facts[-1]
         ) <= end:
             return self.totals
-        return self.sum_of(f for f in self.facts if within(_fact_time(f), start, end))
+        return self.fold(None, (f for f in self.facts if within(_fact_time(f), start, end)))
 
 
 def _sort_key(fact: Any) -> tuple[Any, ...]:
@@ -101,6 +118,11 @@ def _sort_key(fact: Any) -> tuple[Any, ...]:
 def _fact_time(fact: Any) -> datetime:
     at: datetime = fact.at
     return at
+
+
+def _last_time_group(facts: Sequence[Any]) -> int:
+    """The index of the first fact at the time of the last one."""
+    return bisect_left(facts, _fact_time(facts[-1]), key=_fact_time)
 
 
 def day_of(ts: datetime) -> str:

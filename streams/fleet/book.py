@@ -120,7 +120,10 @@ def _judge_class(
 def _check_breach(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    drawdown_bps = window_drawdown_bps(book.portfolio, at, policy.thresholds.window_days)
+    # Over every trade the book holds, up to the newest exit: a trade that arrives after
+    # later ones (another symbol's prices lag) does not hide them from the breach.
+    newest = max(at, book.portfolio.watermark or at)
+    drawdown_bps = window_drawdown_bps(book.portfolio, newest, policy.thresholds.window_days)
     decisions = {name: Decision.PROMOTE for name in book.promoted if name not in book.breach_killed}
     kills = breach_kills(drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id)
     if kills:

@@ -108,12 +108,8 @@ class ClassTotals(WireModel):
 
 class ClassDay(DayBucket[ClassTrade, ClassTotals]):
     @classmethod
-    def sum_of(cls, facts: Iterable[ClassTrade]) -> ClassTotals:
-        return ClassTotals().plus(facts)
-
-    @classmethod
-    def plus_one(cls, totals: ClassTotals, fact: ClassTrade) -> ClassTotals:
-        return totals.plus([fact])
+    def fold(cls, totals: ClassTotals | None, facts: Iterable[ClassTrade]) -> ClassTotals:
+        return (ClassTotals() if totals is None else totals).plus(facts)
 
 
 # A class's window merged by calendar block, as the agent stats are (streams.core.day_window).

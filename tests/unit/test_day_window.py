@@ -6,6 +6,7 @@ exactly as the one that ran all along (warm memo), or live and replay would diff
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -58,3 +59,27 @@ def test_a_warm_window_equals_a_cold_one_bit_for_bit(
         kept = [t.pnl_bps for day in days.values() for t in day.facts]
         assert warm_totals.count == len(kept)
         assert warm_totals.pnl_sum_bps == pytest.approx(sum(kept), rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.floats(-500, 500, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+        unique=True,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_a_day_built_in_any_order_equals_the_day_built_at_once(
+    facts_in_order: list[tuple[int, float]], shuffler: random.Random
+) -> None:
+    # Few distinct hours, so that many facts share a time, as trades exiting together do.
+    trades = [trade(hours, pnl) for hours, pnl in facts_in_order]
+    arrivals = trades[:]
+    shuffler.shuffle(arrivals)
+    day = TradeDay.of((arrivals[0],))
+    for fact in arrivals[1:]:
+        day = day.with_fact(fact)
+    at_once = TradeDay.of(tuple(sorted(trades, key=Trade.sort_key)))
+    assert day == at_once  # facts, totals and the totals before the last time, bit for bit
