@@ -58,6 +58,7 @@ from schemas.events import (
     SignalReconciled,
 )
 from schemas.policy import Policy
+from streams.core.gc_tuning import collect_less_often
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "var" / "bench" / "engine.json"
@@ -504,6 +505,7 @@ def in_child(arguments: list[str]) -> dict[str, Any]:
 
 
 def child_main(args: argparse.Namespace) -> int:
+    collect_less_often()  # as every entry point that folds events (worker, CLI)
     child: str = args.child
     if child in ("floor", "replay"):
         result = replay_log(Path(args.log), child, args.chunk, args.cap_s or None)

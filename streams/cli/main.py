@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up
 from streams.cli.connection import LogUnavailable
+from streams.core.gc_tuning import collect_less_often
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import SupervisorKeyError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    collect_less_often()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # aiokafka logs every refused connection; the commands say plainly what failed instead.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -103,11 +103,11 @@ class DayBucket(WireModel, Generic[F, T]):
 
     def within(self, start: datetime | None, end: datetime) -> T:
         """The totals of the day's facts in (start, end]."""
-        if (start is None or _fact_time(self.facts[0]) > start) and _fact_time(
-            self.facts[-1]
-        ) <= end:
+        first = 0 if start is None else bisect_right(self.facts, start, key=_fact_time)
+        last = bisect_right(self.facts, end, key=_fact_time)
+        if (first, last) == (0, len(self.facts)):
             return self.totals
-        return self.fold(None, (f for f in self.facts if within(_fact_time(f), start, end)))
+        return self.fold(None, self.facts[first:last])
 
 
 def _sort_key(fact: Any) -> tuple[Any, ...]:

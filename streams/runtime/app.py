@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from schemas.topics import CATALOGUE
+from streams.core.gc_tuning import collect_less_often
 from streams.runtime.faust_fixes import apply_faust_fixes
 from streams.runtime.settings import Settings, get_settings
 from streams.runtime.topology import register_topology
@@ -53,6 +54,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings) -> faust.App:
     apply_faust_fixes()
+    collect_less_often()
     app = faust.App(settings.group_id, **faust_settings(settings))
     topics = {
         spec.name: app.topic(
