@@ -19,6 +19,11 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # version the model expects before it is validated.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
+# An event is one small fact: the largest the supervisor writes (a decision with its window
+# stats, an allocation) are a few KiB. A record far past that is a batch, a file or an attack,
+# and parsing it would only cost memory and time on every reader.
+MAX_RECORD_BYTES = 256 * 1024
+
 
 def register_upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
     def register(function: Upcaster) -> Upcaster:
@@ -65,6 +70,11 @@ def decode_event(raw: bytes | None, expected_types: frozenset[str] | None = None
     """Parse and validate one record value, or raise RejectedRecord with a readable reason."""
     if raw is None:
         raise RejectedRecord("record has no value (tombstone); events are never null")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RejectedRecord(
+            f"record is {len(raw):,} bytes, over the limit of {MAX_RECORD_BYTES:,} for one "
+            "event; send one small fact per record (no batches, files or blobs)"
+        )
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -40,10 +40,16 @@ class Decision(StrEnum):
 TargetType = Literal["agent", "strategy_class"]
 KillSource = Literal["auto", "operator", "breach", "expiry"]
 
+# Names from outside (agents, symbols, strategy classes, operators) key tables, partitions
+# and kill lists, and every state and report repeats them: a name of megabytes would be
+# copied into each. Real names are short.
+MAX_NAME_CHARS = 128
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
 
 class RunCompleted(Event):
     TYPE: ClassVar[str] = "run.completed"
-    agent: str = Field(min_length=1)
+    agent: Name
     run_id: uuid.UUID
     started_at: UtcDatetime
     latency_ms: float = Field(ge=0)
@@ -51,7 +57,7 @@ class RunCompleted(Event):
     tokens_out: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
     errors: int = Field(default=0, ge=0)
-    strategy_class: str | None = None
+    strategy_class: Name | None = None
     # Set when the kill-switch guard refused to run the agent: the run is recorded
     # as a fact, but it never executed.
     skipped_reason: str | None = None
@@ -59,22 +65,22 @@ class RunCompleted(Event):
 
 class SignalEmitted(Event):
     TYPE: ClassVar[str] = "signal.emitted"
-    agent: str = Field(min_length=1)
+    agent: Name
     run_id: uuid.UUID
-    symbol: str = Field(min_length=1)
+    symbol: Name
     direction: Direction
     confidence: float = Field(ge=0, le=1)
     prob_up: float | None = Field(default=None, ge=0, le=1)
     score_final: float | None = None
     regime: str | None = None
-    strategy_class: str | None = None
+    strategy_class: Name | None = None
 
 
 class PriceObserved(Event):
     """A price that stands for the instant `ts` (for a candle: its close time)."""
 
     TYPE: ClassVar[str] = "price.observed"
-    symbol: str = Field(min_length=1)
+    symbol: Name
     price: float = Field(gt=0)
     source: str = "file"
     interval: str | None = None
@@ -135,7 +141,7 @@ class SignedCommand(Event):
     """A request from an operator on `commands`; only valid once the supervisor has verified
     its HMAC signature, its freshness and its nonce (`streams.fleet.commands`)."""
 
-    actor: str = Field(min_length=1)
+    actor: Name
     reason: str = ""
     nonce: str = Field(min_length=8)
     signature: str = ""
@@ -145,7 +151,7 @@ class OperatorCommand(SignedCommand):
     """A kill or revive request."""
 
     target_type: TargetType
-    target: str = Field(min_length=1)
+    target: Name
     until: UtcDatetime | None = None
 
 
