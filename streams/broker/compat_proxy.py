@@ -18,6 +18,13 @@
    offset (timestamp -1) of a ListOffsets answer to it. Earliest (-2) and timestamp
    lookups pass through: Tansu answers them right.
 
+4. Keep writes out of a broker being restored. While the stack replaces the broker
+   and restores it from the durable log (`stack_only`), a Produce or OffsetCommit from
+   any client but the stack's own (client id `STACK_CLIENT_ID`) closes its connection
+   unanswered, and the client retries later: a record written meanwhile would take an
+   offset the restore needs (shifting every record after it, and the committed offsets
+   that point at them) and be acknowledged before the recorder could copy it.
+
 Every other byte passes through untouched. The broker advertises the proxy's
 address, so all clients connect through it.
 """
@@ -36,12 +43,17 @@ from typing import Any
 PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
+OFFSET_COMMIT = 8
 API_VERSIONS = 18
 FIRST_FLEXIBLE_API_VERSIONS = 3
 FIRST_FLEXIBLE_PRODUCE = 9
 FIRST_FLEXIBLE_FETCH = 12
 FIRST_FLEXIBLE_LIST_OFFSETS = 6
 LATEST = -1
+# The client id prefix of the stack's own clients (the restore): the only ones that may
+# write while the broker is restored.
+STACK_CLIENT_ID = "metasup-stack"
+WRITES = (PRODUCE, OFFSET_COMMIT)
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +333,12 @@ class EndOffsets:
         self.ends = {}
 
 
+def client_id(payload: bytes) -> str:
+    """The client id of a request (header v1 and v2: a nullable int16-sized string)."""
+    (size,) = struct.unpack_from(">h", payload, 8)
+    return "" if size < 0 else payload[10 : 10 + size].decode(errors="replace")
+
+
 def _note_request(payload: bytes, requests: dict[int, _Pending]) -> None:
     api_key, api_version, correlation_id = struct.unpack(">hhi", payload[:8])
     if api_key == PRODUCE:
@@ -345,11 +363,16 @@ def _note_request(payload: bytes, requests: dict[int, _Pending]) -> None:
 
 
 async def _copy_requests(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requests: dict[int, _Pending]
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    requests: dict[int, _Pending],
+    refused: Callable[[bytes], bool],
 ) -> None:
     while True:
         header = await reader.readexactly(4)
         payload = await reader.readexactly(struct.unpack(">i", header)[0])
+        if refused(payload):
+            return  # the connection closes unanswered; the client retries
         _note_request(payload, requests)
         writer.write(header + payload)
         await writer.drain()
@@ -406,10 +429,19 @@ class CompatProxy:
     """Runs in its own thread and event loop: a caller that blocks its own loop (a long
     projection, a SQLite write) must not stall every Kafka client of the broker."""
 
-    def __init__(self, listen_port: int, upstream_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        listen_port: int,
+        upstream_port: int,
+        host: str = "127.0.0.1",
+        stack_only: bool = False,
+    ) -> None:
         self.listen_port = listen_port
         self.upstream_port = upstream_port
         self.host = host
+        # Set while the broker behind is restored: only the stack's clients may write.
+        self.stack_only = stack_only
+        self.refused = 0
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -423,6 +455,14 @@ class CompatProxy:
             self.end_offsets.reset()
         else:
             loop.call_soon_threadsafe(self.end_offsets.reset)
+
+    def _refused(self, payload: bytes) -> bool:
+        if not self.stack_only or struct.unpack_from(">h", payload)[0] not in WRITES:
+            return False
+        if client_id(payload).startswith(STACK_CLIENT_ID):
+            return False
+        self.refused += 1
+        return True
 
     def set_ack_gate(self, gate: AckGate | None) -> None:
         """Hold Produce acks on `gate`, which runs on the caller's loop (None: release)."""
@@ -476,7 +516,9 @@ class CompatProxy:
             return
         requests: dict[int, _Pending] = {}
         directions = [
-            asyncio.create_task(_copy_requests(client_reader, broker_writer, requests)),
+            asyncio.create_task(
+                _copy_requests(client_reader, broker_writer, requests, self._refused)
+            ),
             asyncio.create_task(
                 _copy_responses(
                     broker_reader, client_writer, requests, self._current_gate, self.end_offsets

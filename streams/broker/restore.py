@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.broker.admin import ensure_topics
+from streams.broker.compat_proxy import STACK_CLIENT_ID
 from streams.broker.durable_log import DurableLog, StoredRecord
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ async def commit_group_offsets(
     bootstrap: str, group_id: str, offsets: dict[tuple[str, int], int]
 ) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        client_id=STACK_CLIENT_ID,  # may commit while other clients are kept out
     )
     await consumer.start()
     try:
@@ -139,7 +143,11 @@ async def restore(
             progress(done, total)
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024, linger_ms=0
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_batch_size=1024 * 1024,
+        linger_ms=0,
+        client_id=STACK_CLIENT_ID,  # may write while other clients are kept out
     )
     await producer.start()
     try:

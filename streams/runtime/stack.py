@@ -160,7 +160,9 @@ class Stack:
     async def start_broker(self, port: int) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if self.broker is None:  # a restart reuses it, and so keeps its public port
-            self.broker = EmbeddedBroker(port=port, log_path=self.settings.data_dir / "tansu.log")
+            self.broker = EmbeddedBroker(
+                port=port, log_path=self.settings.data_dir / "tansu.log", stack_only=True
+            )
         started = time.monotonic()
         await self.broker.start()
         self.bootstrap = self.broker.bootstrap
@@ -186,6 +188,7 @@ class Stack:
         # From now on a producer is acknowledged only once its records are durable.
         if self.broker is not None and self.broker.proxy is not None:
             self.broker.proxy.set_ack_gate(self.recorder.wait_durable)
+            self.broker.proxy.stack_only = False  # restored and recorded: clients may write
         self._recorder_stop = asyncio.Event()
         self._recorder_task = asyncio.create_task(self.recorder.run(self._recorder_stop))
 
@@ -313,6 +316,8 @@ class Stack:
         assert self.broker is not None
         port = self.broker.port
         self.say("the embedded broker died: restarting the stack from the durable log")
+        if self.broker.proxy is not None:
+            self.broker.proxy.stack_only = True  # no client writes until restored
         await self.stop_workers()
         await self.abandon_recorder()
         self.broker.stop()
@@ -322,6 +327,7 @@ class Stack:
                 break
             except Exception as error:  # keep trying: the log is safe on disk meanwhile
                 self.say(f"restart attempt {attempt} failed ({error}); retrying in 1 s")
+                self.broker.stop()  # a half-restored broker must not keep serving clients
                 await asyncio.sleep(1)
         else:
             raise RuntimeError(f"could not restart the embedded broker on port {port}")

@@ -1,10 +1,17 @@
-"""The proxy drops exactly the ApiVersions v3 tagged fields librdkafka 2.0 cannot skip."""
+"""The proxy drops exactly the ApiVersions v3 tagged fields librdkafka 2.0 cannot skip, and
+keeps other clients' writes out of a broker being restored."""
 
 from __future__ import annotations
 
 import struct
 
 from streams.broker.compat_proxy import (
+    FETCH,
+    OFFSET_COMMIT,
+    PRODUCE,
+    STACK_CLIENT_ID,
+    CompatProxy,
+    client_id,
     produce_offsets,
     read_uvarint,
     skip_tags,
@@ -63,3 +70,22 @@ def test_produce_acks_are_read_in_classic_and_flexible_versions() -> None:
     expected = [("signals", p, e, o) for p, e, o in partitions]
     assert produce_offsets(produce_response_v7("signals", partitions), 7) == expected
     assert produce_offsets(produce_response_v9("signals", partitions), 9) == expected
+
+
+def request(api_key: int, client: str | None) -> bytes:
+    """A request payload: header v1 (key, version, correlation id, client id) and a body."""
+    name = b"" if client is None else client.encode()
+    size = -1 if client is None else len(name)
+    return struct.pack(">hhih", api_key, 7, 1, size) + name + b"body"
+
+
+def test_while_the_broker_is_restored_only_the_stack_writes() -> None:
+    proxy = CompatProxy(0, 0, stack_only=True)
+    assert client_id(request(PRODUCE, "metasup-stack")) == "metasup-stack"
+    assert proxy._refused(request(PRODUCE, "aiokafka-0.14.0"))
+    assert proxy._refused(request(OFFSET_COMMIT, None))
+    assert not proxy._refused(request(PRODUCE, STACK_CLIENT_ID))
+    assert not proxy._refused(request(FETCH, "aiokafka-0.14.0"))  # reads wait for nothing
+    proxy.stack_only = False
+    assert not proxy._refused(request(PRODUCE, "aiokafka-0.14.0"))
+    assert proxy.refused == 2
