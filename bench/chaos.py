@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bench.chaos_audit import Position, Row, audit
+from bench.chaos_audit import BAD_SECTION, Position, Row, audit
 from bench.chaos_inputs import (
     ACTOR,
     Outgoing,
@@ -52,6 +53,8 @@ from bench.chaos_inputs import (
 )
 from bench.pipeline import GroupProgress, wait_caught_up
 from projections.log import read_durable_log
+from schemas.codec import encode_event
+from schemas.envelope import Event
 from schemas.events import PriceObserved
 from schemas.topics import CATALOGUE
 from streams.broker.embedded import free_port, port_is_free
@@ -64,6 +67,9 @@ from streams.runtime.waiting import eventually
 
 Say = Callable[[str], None]
 PREFIX = "chaos."
+FAULTS, STREAM, BAD = "faults", "stream", BAD_SECTION
+WORKER_KILL, BROKER_KILL = "worker SIGKILL", "broker SIGKILL"
+WORKER_JOIN, WORKER_LEAVE = "second worker joins (rebalance)", "second worker leaves (rebalance)"
 # The topics the workers read: once their committed offsets reach the end of each, every
 # derived event is on the log (outputs are acknowledged before offsets are committed).
 WORKER_INPUTS = [
@@ -219,13 +225,13 @@ class Faults:
 
     async def kill_worker(self) -> None:
         worker = self.rng.choice(self.stack.worker_processes)
-        await eventually(worker.alive, timeout_s=120, every_s=0.1)
-        await asyncio.sleep(self.rng.uniform(0.2, 3.0))  # somewhere in its life, not at birth
+        await eventually(lambda: ready(worker), timeout_s=120, every_s=0.2)
+        await asyncio.sleep(self.rng.uniform(0.0, 4.0))  # a random point of its work
         process = worker.process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        self.count("worker SIGKILL")
+        self.count(WORKER_KILL)
         self.say(f"SIGKILL worker {worker.index + 1} (pid {process.pid})")
         await eventually(
             lambda: worker.process is not process and worker.alive(), timeout_s=120, every_s=0.1
@@ -242,7 +248,7 @@ class Faults:
         await asyncio.sleep(self.rng.uniform(0.0, 0.05))  # the rest of the segment in flight
         first.send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        self.count("broker SIGKILL")
+        self.count(BROKER_KILL)
         self.say(f"SIGKILL broker (pid {first.pid}) while a segment is being sent")
         await eventually(
             lambda: broker.process is not first and self.recovered(), timeout_s=240, every_s=0.2
@@ -256,7 +262,7 @@ class Faults:
         self.extra = WorkerProcess(1, self.stack.bootstrap, settings)
         self.extra.start()
         self.stack.worker_processes.append(self.extra)
-        self.count("worker joined (rebalance)")
+        self.count(WORKER_JOIN)
         self.say("second worker started: partitions rebalance")
 
     async def leave(self) -> None:
@@ -265,8 +271,18 @@ class Faults:
         self.stack.worker_processes.remove(self.extra)  # the stack must not restart it
         await self.extra.stop()
         self.extra = None
-        self.count("worker left (rebalance)")
+        self.count(WORKER_LEAVE)
         self.say("second worker stopped: partitions rebalance back")
+
+
+def ready(worker: WorkerProcess) -> bool:
+    """Whether the worker's current process has said "Ready" in its log (it has joined
+    the group and recovered its tables: it is processing)."""
+    if not worker.alive() or worker.process is None:
+        return False
+    log = worker.settings.data_dir / f"worker-{worker.index}.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return f"[{worker.process.pid}] [INFO] [^Worker]: Ready" in text
 
 
 def segments(stream: list[Outgoing], count: int) -> list[list[Outgoing]]:
@@ -294,13 +310,16 @@ def settings_for(data_dir: Path) -> Settings:
 @dataclass(frozen=True)
 class Outcome:
     rows: list[Row]
-    faults: dict[str, int]
     caught_up: bool
     data_dir: Path
 
     @property
+    def faults(self) -> int:
+        return sum(r.live for r in self.rows if r.section == FAULTS)
+
+    @property
     def lost(self) -> int:
-        return sum(r.missing for r in self.rows if not r.section.startswith("bad"))
+        return sum(r.missing for r in self.rows if r.section not in (FAULTS, STREAM, BAD))
 
     @property
     def double(self) -> int:
@@ -308,7 +327,7 @@ class Outcome:
 
     @property
     def bad_rows(self) -> list[Row]:
-        return [r for r in self.rows if r.section.startswith("bad") and r.expected]
+        return [r for r in self.rows if r.section == BAD and r.expected]
 
     @property
     def bad(self) -> int:
@@ -324,7 +343,7 @@ class Outcome:
 
     def line(self) -> str:
         return (
-            f"chaos: {sum(self.faults.values())} faults, {self.lost} lost, "
+            f"chaos: {self.faults} faults, {self.lost} lost, "
             f"{self.double} double-counted, {self.rejected}/{self.bad} bad records in deadletter"
         )
 
@@ -378,10 +397,36 @@ async def run(plan: Plan, say: Say, data_dir: Path) -> Outcome:
         sender.acked,
         sender.bad,
     )
-    progress(
-        f"audit done ({len(records):,} records; {sender.resends} sends repeated by the client)"
+    progress(f"audit done ({len(records):,} records)")
+    return Outcome(
+        [*fault_rows(plan, faults), *stream_rows(events, sender), *rows], caught_up, data_dir
     )
-    return Outcome(rows, faults.done, caught_up, data_dir)
+
+
+def fault_rows(plan: Plan, faults: Faults) -> list[Row]:
+    planned = {
+        WORKER_KILL: plan.worker_kills,
+        BROKER_KILL: 1,
+        WORKER_JOIN: 1,
+        WORKER_LEAVE: 1,
+    }
+    return [Row(FAULTS, what, count, faults.done.get(what, 0)) for what, count in planned.items()]
+
+
+def stream_rows(events: list[Event], sender: Sender) -> list[Row]:
+    """What was sent: every source event twice (the copy late), each bad record once."""
+    copies = Counter(value for _, value in sender.acked)
+    twice = sum(copies[encode_event(event)] >= 2 for event in events)
+    return [
+        Row(
+            STREAM,
+            "source events sent twice",
+            len(events),
+            twice,
+            note=f"{sender.resends} sends repeated by the client after failures",
+        ),
+        Row(STREAM, "bad records sent", len(sender.bad), len(sender.bad)),
+    ]
 
 
 async def drive(
@@ -452,11 +497,7 @@ async def catch_up(bootstrap: str, settings: Settings, plan: Plan, progress: Say
 def table(outcome: Outcome) -> str:
     """One table: faults done, then each check with what was expected and what was found."""
     headers = ("check", "expected", "found", "missing", "extra", "wrong", "note")
-    lines: list[tuple[str, ...]] = [
-        (f"  {what}", str(count), str(count), "", "", "", "")
-        for what, count in outcome.faults.items()
-    ]
-    lines.insert(0, ("faults done", "", "", "", "", "", ""))
+    lines: list[tuple[str, ...]] = []
     section = ""
     for row in outcome.rows:
         if row.section != section:

@@ -66,6 +66,7 @@ ORDER_FREE = {"reconciled": True, "unreconciled": False, "confidence": False, "o
 GATE_SOURCES = ("operator", "expiry")
 
 Position = tuple[str, int, int]
+BAD_SECTION = "bad input → deadletter"
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def bad_rows(
         example = matched[0] if matched else _example(records, found)
         rows.append(
             Row(
-                "bad input → deadletter",
+                BAD_SECTION,
                 kind,
                 len(records),
                 len(matched),
@@ -347,7 +348,7 @@ def bad_rows(
     unexpected = [p for p in found if p not in admission.rejected]
     rows.append(
         Row(
-            "bad input → deadletter",
+            BAD_SECTION,
             "rejections of accepted records",
             0,
             len(unexpected),
