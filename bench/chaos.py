@@ -108,7 +108,10 @@ class Plan:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Segment index of each fault and each batch of bad input."""
+    """Segment index of each fault and each bad record. The second worker joins in the
+    first third and leaves by the middle, and the broker dies after that: a restore
+    restarts only the stack's own worker. Worker kills fall anywhere but on the broker's
+    segment, several on one segment if the draw says so."""
 
     kills: tuple[int, ...]
     broker_kill: int
