@@ -327,8 +327,8 @@ class RunDay(DayBucket[Run, RunTotals]):
 
 # Remembered runs of days, per kind of memo (from the left, from the right, joined):
 # about ten live ones for each key a worker assesses (agents, portfolio) with a 90-day
-# window, so 1,000 agents fit with room for the stale ones, which keep at most ten days
-# alive each. A live run that is pushed out is merged again, to the same bits.
+# window, so 1,000 agents fit. A live run that is pushed out is merged again, to the
+# same bits; entries hold their days weakly, so the memo keeps no evicted day alive.
 _TRADE_WINDOWS = MergedDays(TradeTotals.concat, 32768)
 _RUN_WINDOWS = MergedDays(RunTotals.concat, 32768)
 

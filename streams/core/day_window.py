@@ -19,6 +19,8 @@ Both the agent stats (`streams.agents.stats`) and the fleet's class trades
 
 from __future__ import annotations
 
+import operator
+import weakref
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -191,23 +193,31 @@ class _Bucket(Protocol[Totals_co]):
 
 
 class _Memo(Generic[Totals]):
-    """Totals by the identity of the objects they were merged from. An entry holds those
-    objects, so their ids cannot be reused while it lives; the oldest entries go first
-    (a live entry that goes is merged again, to the same bits)."""
+    """Totals by the identity of the objects they were merged from.
+
+    An entry refers to those objects weakly: a remembered run must not keep the days of
+    a window alive once the window has let them go (with strong references, the entries
+    of a long replay kept months of evicted days, gigabytes). An object's id may be
+    reused once it is gone, so a hit counts only if every object is still the one the
+    entry was made from. The oldest entries go first; a live entry that goes is merged
+    again, to the same bits.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: dict[tuple[int, ...], tuple[Sequence[object], Totals]] = {}
+        self._entries: dict[tuple[int, ...], tuple[tuple[weakref.ref[Any], ...], Totals]] = {}
 
     def get(self, parts: Sequence[object]) -> tuple[tuple[int, ...], Totals | None]:
         key = tuple(map(id, parts))
         entry = self._entries.get(key)
-        return key, None if entry is None else entry[1]
+        if entry is None or not all(map(operator.is_, map(operator.call, entry[0]), parts)):
+            return key, None
+        return key, entry[1]
 
     def put(self, key: tuple[int, ...], parts: Sequence[object], totals: Totals) -> Totals:
         if len(self._entries) >= self._size:
             del self._entries[next(iter(self._entries))]
-        self._entries[key] = (parts, totals)
+        self._entries[key] = (tuple(map(weakref.ref, parts)), totals)
         return totals
 
 
