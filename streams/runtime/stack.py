@@ -25,6 +25,7 @@ from typing import IO, Any
 import orjson
 
 from streams.broker.admin import catalogue_partitions, ensure_topics
+from streams.broker.child_process import dies_with_parent
 from streams.broker.durable_log import DurableLog
 from streams.broker.embedded import EmbeddedBroker, free_port, port_is_free
 from streams.broker.recorder import Recorder
@@ -110,6 +111,7 @@ class WorkerProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=dies_with_parent(),
             )
 
     def alive(self) -> bool:
