@@ -224,6 +224,16 @@ class AllocationUpdated(Event):
     capital: dict[str, Any] = Field(default_factory=dict)
 
 
+class StrategyTrials(Event):
+    """How many agents were ever tried in a strategy class (lineage and first appearance):
+    the N of the deflated Sharpe ratio. Emitted by the fleet processor when it grows,
+    broadcast to the agent processors like the allocation."""
+
+    TYPE: ClassVar[str] = "strategy.trials"
+    strategy_class: str = Field(min_length=1)
+    trials: int = Field(ge=1)
+
+
 class OrderIntent(Event):
     TYPE: ClassVar[str] = "order.intent"
     signal_id: uuid.UUID
@@ -323,6 +333,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StrategyRevived,
         RegimeChanged,
         AllocationUpdated,
+        StrategyTrials,
         OrderIntent,
         AgentSpawned,
         AgentProposed,

@@ -41,6 +41,20 @@ class Thresholds(WireModel):
     # KILL rule: a kill line above zero would kill agents that make money.
     kill_pnl_bps: float = Field(default=-150.0, le=0)
     kill_error_rate: PerRun = 0.20
+    # Evidence before verdicts: the PnL conditions of KILL need this many window trades,
+    # its error-rate condition this many window runs, PROMOTE this many trades; below
+    # that an agent stays HOLD ("not enough evidence").
+    kill_min_trades: int = Field(default=10, ge=0)
+    kill_min_runs: int = Field(default=10, ge=0)
+    promote_min_trades: int = Field(default=20, ge=0)
+    # Edge significance: with the gate on, PROMOTE also needs DSR >= promote_min_dsr and
+    # PSR(0) <= kill_max_psr is a KILL condition (evidence minimums still apply).
+    significance_gate: bool = False
+    promote_min_dsr: Fraction = 0.95
+    kill_max_psr: Fraction = 0.05
+    # LLM budget per agent per UTC day; over it, the agent is paused until the next UTC
+    # midnight (None: no budget).
+    daily_budget_usd: float | None = Field(default=None, gt=0)
     # Retirement score (0-100).
     retire_min_trades: int = Field(default=10, ge=0)
     retire_pnl_bps: float = Field(default=-150.0, le=0)
@@ -147,6 +161,9 @@ class Policy(WireModel):
     allocation: Allocation = Field(default_factory=Allocation)
     regime_caps: dict[str, Fraction] = Field(default_factory=lambda: dict(DEFAULT_REGIME_CAPS))
     unknown_regime_cap: Fraction = 0.50
+    # The regimes each strategy class is meant for: a class with none declared cannot meet
+    # the regime-mismatch condition of the class kill.
+    class_regimes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     def regime_cap(self, regime: str | None) -> float:
         """Cap on total deployed weight; an unknown or missing regime gets the cautious default."""

@@ -37,3 +37,14 @@ class AgentStats(WireModel):
     profit_factor: float | None = None
     expectancy_bps: float | None = None
     information_coefficient: float | None = None
+    # Edge significance (SPEC section 6): the shape of the trade PnLs, the lag-1
+    # autocorrelation in trade order (overlapping horizons), PSR(0), and DSR against the
+    # expected best Sharpe of `trials` agents of the strategy class.
+    skewness: float | None = None
+    kurtosis: float | None = None
+    autocorr_lag1: float | None = None
+    psr: float | None = None
+    dsr: float | None = None
+    trials: int | None = None
+    # LLM cost per realized bps: cost_usd / pnl_sum_bps when the PnL is positive.
+    cost_per_bps_usd: float | None = None

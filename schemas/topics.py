@@ -57,7 +57,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("decisions", "agent", AGENT_PARTITIONS, "derived", frozenset({"decision.made"})),
     TopicSpec("kills", "target", FLEET_PARTITIONS, "derived", _KILL_TYPES),
     TopicSpec(
-        "allocations", "fleet", FLEET_PARTITIONS, "derived", frozenset({"allocation.updated"})
+        "allocations",
+        "fleet",
+        FLEET_PARTITIONS,
+        "derived",
+        frozenset({"allocation.updated", "strategy.trials"}),
     ),
     TopicSpec("orders", "agent", AGENT_PARTITIONS, "derived", frozenset({"order.intent"})),
     TopicSpec("lineage", "child", FLEET_PARTITIONS, "derived", frozenset({"agent.spawned"})),
@@ -84,7 +88,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         frozenset(
             {"run.completed", "signal.emitted", "signal.reconciled", "policy.updated"}
             | _KILL_TYPES
-            | {"allocation.updated"}
+            | {"allocation.updated", "strategy.trials"}
         ),
     ),
     # Everything the single fleet-level processor needs, in one total order.
@@ -94,7 +98,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         FLEET_PARTITIONS,
         "internal",
         frozenset(
-            {"agent.assessed", "regime.changed", "policy.updated"}
+            {"agent.assessed", "regime.changed", "policy.updated", "agent.spawned"}
             | _KILL_TYPES
         ),
     ),

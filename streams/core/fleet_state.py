@@ -19,7 +19,13 @@ from typing import TypeVar
 from pydantic import Field
 
 from schemas.envelope import Event, WireModel
-from schemas.events import AllocationUpdated, KillFact, PolicyUpdated, RegimeChanged
+from schemas.events import (
+    AllocationUpdated,
+    KillFact,
+    PolicyUpdated,
+    RegimeChanged,
+    StrategyTrials,
+)
 from schemas.policy import Policy
 from streams.core.kill_list import KillList, apply_kill_fact
 
@@ -45,6 +51,8 @@ class FleetState(WireModel):
     # The latest allocation in log order: what the execution gate sizes orders with.
     allocation: AllocationUpdated | None = None
     allocation_ids: tuple[uuid.UUID, ...] = ()  # the last ALLOCATION_IDS_KEPT folded
+    # Agents ever tried per strategy class (the fleet processor's count only grows).
+    class_trials: dict[str, int] = Field(default_factory=dict)
 
 
 def _with_change(changes: tuple[E, ...], change: E) -> tuple[E, ...]:
@@ -83,6 +91,11 @@ def apply_fleet_event(state: FleetState, event: Event) -> FleetState:
         return state if kills is state.kills else state.model_copy(update={"kills": kills})
     if isinstance(event, AllocationUpdated):
         return _with_allocation(state, event)
+    if isinstance(event, StrategyTrials):
+        if state.class_trials.get(event.strategy_class, 0) >= event.trials:
+            return state
+        trials = {**state.class_trials, event.strategy_class: event.trials}
+        return state.model_copy(update={"class_trials": trials})
     return state
 
 
@@ -94,6 +107,14 @@ def _with_allocation(state: FleetState, event: AllocationUpdated) -> FleetState:
         return state
     ids = (*state.allocation_ids, event.event_id)[-ALLOCATION_IDS_KEPT:]
     return state.model_copy(update={"allocation": event, "allocation_ids": ids})
+
+
+def trials_of(state: FleetState, strategy_class: str | None) -> int:
+    """Agents tried in the class, at least the one asking (an agent without a class is
+    its own single trial)."""
+    if strategy_class is None:
+        return 1
+    return max(1, state.class_trials.get(strategy_class, 1))
 
 
 def weight_of(state: FleetState, agent: str) -> float:

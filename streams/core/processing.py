@@ -23,19 +23,27 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from schemas.envelope import Event
-from schemas.events import AllocationUpdated, KillFact, PolicyUpdated, RegimeChanged
+from schemas.events import (
+    AllocationUpdated,
+    KillFact,
+    PolicyUpdated,
+    RegimeChanged,
+    StrategyTrials,
+)
 from schemas.topics import key_for, topic_for
 from streams.core.fleet_state import FleetState, apply_fleet_event
 
 S = TypeVar("S", bound=BaseModel)
 
-FleetFact = PolicyUpdated | RegimeChanged | KillFact | AllocationUpdated
+FleetFact = PolicyUpdated | RegimeChanged | KillFact | AllocationUpdated | StrategyTrials
 
-# Which fleet facts each processor's input carries (the relays broadcast them).
+# Which fleet topics each processor's input carries (the relays broadcast them). All but
+# `lineage` hold fleet facts, folded into each partition's FleetState; the fleet processor
+# steps on `lineage` (agents spawned: trials of their strategy class).
 FACTS_FOR_INPUT: dict[str, tuple[str, ...]] = {
     "reconcile-input": ("policy",),
     "agent-input": ("policy", "kills", "allocations"),
-    "fleet-input": ("policy", "regimes", "kills"),
+    "fleet-input": ("policy", "regimes", "kills", "lineage"),
 }
 
 
@@ -59,7 +67,9 @@ def routed(events: Iterable[Event]) -> list[Routed]:
 
 
 def is_fleet_fact(event: Event) -> bool:
-    return isinstance(event, PolicyUpdated | RegimeChanged | KillFact | AllocationUpdated)
+    return isinstance(
+        event, PolicyUpdated | RegimeChanged | KillFact | AllocationUpdated | StrategyTrials
+    )
 
 
 class Processor(Protocol, Generic[S]):

@@ -18,6 +18,7 @@ from pydantic import Field
 from schemas.envelope import Event, UtcDatetime, WireModel
 from schemas.events import (
     AgentAssessed,
+    AgentSpawned,
     Decision,
     KillFact,
     PolicyUpdated,
@@ -48,6 +49,7 @@ from streams.fleet.strategy import (
     strategy_kill_events,
     summarise_class,
 )
+from streams.fleet.trials import with_member
 
 PORTFOLIO = "portfolio"
 FLEET_KEY = "fleet"
@@ -65,6 +67,8 @@ class FleetBook(WireModel):
     # Targets this processor has killed whose kill the kill list may not show yet.
     breach_killed: tuple[str, ...] = ()
     classes_killed: tuple[str, ...] = ()
+    # Every agent ever seen per strategy class, by name: the trials of the deflated Sharpe.
+    class_members: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
 def _window_start(policy: Policy, at: datetime) -> datetime | None:
@@ -186,6 +190,8 @@ def apply_fleet_input(
     at = event.ts
     emitted: list[Event] = []
     urgent = False
+    if isinstance(event, AgentSpawned):
+        return _with_trial(book, event.strategy_class, event.child, at)
     if isinstance(event, AgentAssessed):
         known = book.agents.get(event.agent)
         if known is not None and known.seq >= event.seq:
@@ -203,10 +209,12 @@ def apply_fleet_input(
                 "promoted": _promoted(book.promoted, event),
             }
         )
+        book, emitted = _with_trial(book, event.strategy_class, event.agent, at)
         # After the assessment it caused, so a breach the trade deepens judges the fresh
         # decisions.
         if event.trade is not None:
-            book, emitted = _book_trade(book, event.trade, fleet)
+            book, booked = _book_trade(book, event.trade, fleet)
+            emitted += booked
     elif isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
         urgent = True  # `fleet` already holds the change
     else:
@@ -215,6 +223,15 @@ def apply_fleet_input(
         return book, emitted
     book, allocation = _reallocate(book, policy, fleet, at, event)
     return book, emitted + allocation
+
+
+def _with_trial(
+    book: FleetBook, strategy_class: str | None, agent: str, at: datetime
+) -> tuple[FleetBook, list[Event]]:
+    members, facts = with_member(book.class_members, strategy_class, agent, at)
+    if members is None:
+        return book, []
+    return book.model_copy(update={"class_members": members}), list(facts)
 
 
 def _promoted(promoted: tuple[str, ...], assessed: AgentAssessed) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ One intake per topic means a poison record is rejected once, not once per reader
     Ed25519 signature verifies (else deadletter); every fact written there is signed
     relays: policy ──> every partition of reconcile-input, agent-input, fleet-input
             kills ───> every partition of agent-input, fleet-input
-            allocations ─> every partition of agent-input;  regimes ─> fleet-input
+            allocations (and strategy trials) ─> every partition of agent-input
+            regimes, lineage ─> fleet-input
     policy, regimes, kills, allocations ──> FleetView (SDK guards, timed expiry, views)
 """
 
@@ -46,7 +47,7 @@ from streams.runtime.supervisor_key import ensure_key_pair, load_signer
 log = logging.getLogger(__name__)
 
 # Derived fleet topics read back by a relay (the processors decide from them).
-RELAYED_DERIVED = ("kills", "allocations")
+RELAYED_DERIVED = ("kills", "allocations", "lineage")
 
 
 def register_intake(
@@ -73,7 +74,7 @@ def register_fleet_relays(app: faust.App, topics: dict[str, Any], handlers: Hand
     Policy and regimes arrive through their intakes; kills and allocations, written by
     the processors themselves, get a relay agent of their own.
     """
-    for fact_topic in ("policy", "regimes", "kills", "allocations"):
+    for fact_topic in ("policy", "regimes", "kills", "allocations", "lineage"):
         targets = [name for name, facts in FACTS_FOR_INPUT.items() if fact_topic in facts]
 
         async def broadcast(message: Any, event: Event, targets: list[str] = targets) -> None:

@@ -25,10 +25,11 @@ aware_datetimes = st.datetimes(
 names = st.text(alphabet="abcxyz-_.é", min_size=1, max_size=12)
 unit_floats = st.floats(min_value=0.001, max_value=1.0)
 
-# Values that meet every field constraint of the contract (non-empty names, 0 < x <= 1).
+# Values that meet every field constraint of the contract (non-empty names, 0 < x <= 1,
+# counts from 1).
 STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     str: names,
-    int: st.integers(0, 10_000),
+    int: st.integers(1, 10_000),
     float: unit_floats,
     datetime: aware_datetimes,
     list[str]: st.lists(names, min_size=1, max_size=3),
