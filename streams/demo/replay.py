@@ -11,6 +11,7 @@ who wants to see a policy's effect before publishing it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from projections.pipeline import InMemoryPipeline
@@ -43,17 +44,29 @@ def agent_turn(
     return [*([signal] if signal is not None else []), run.end(failed=False)]
 
 
-def replay_desk(prices: Iterable[PriceObserved], policy: PolicyUpdated | None) -> InMemoryPipeline:
+@dataclass
+class DeskReplay:
+    """The source events the desk sent, and the pipeline that processed them."""
+
+    pipeline: InMemoryPipeline = field(default_factory=InMemoryPipeline)
+    sources: list[Event] = field(default_factory=list)
+
+    def feed(self, events: list[Event]) -> None:
+        self.sources += events
+        self.pipeline.feed(events)
+
+
+def replay_desk(prices: Iterable[PriceObserved], policy: PolicyUpdated | None) -> DeskReplay:
     """Run the desk over `prices` under `policy` (None: the shipped default)."""
-    pipeline = InMemoryPipeline()
+    replay = DeskReplay()
     if policy is not None:
-        pipeline.feed([policy])
+        replay.feed([policy])
     desk = Desk()
     for price in prices:
         regime = desk.observe(price)
-        pipeline.feed([*([regime] if regime is not None else []), price])
+        replay.feed([*([regime] if regime is not None else []), price])
         for agent in desk.due(price.ts):
-            kills = pipeline.facts["agent-input"].kills
+            kills = replay.pipeline.facts["agent-input"].kills
             refused = kill_reason(kills, agent.name, agent.strategy_class, price.ts)
-            pipeline.feed(agent_turn(agent, price.ts, desk.history, refused))
-    return pipeline
+            replay.feed(agent_turn(agent, price.ts, desk.history, refused))
+    return replay
