@@ -29,13 +29,14 @@ Rules and reports. `rule_stats_at` gives every figure a rule decides on, merged
 from the day totals: the two days the window cuts, and the days between merged by
 calendar block (remembered while the window slides): its cost is about three merges
 per month of window, whatever the trades, so rules (per event) must call it.
-`stats_at` adds the report-only figures (CVaR95, p95 latency, IC, smart Sharpe), which
-need every trade of the window: reports and projections call it, on read, never once
-per event.
+`stats_at` adds the report-only figures (CVaR95, p95 latency, IC, which need every
+trade of the window, and the smart Sharpe): reports and projections call it, on read,
+never once per event.
 
-Lifetime. Counts, sums, Welford's running mean and variance, and the running peak
-and max drawdown of cumulative PnL, all updated in fold order: log order, which
-is exit order because reconciliations are emitted as prices pass the exit time.
+Lifetime. Counts, sums, Welford's running mean and central moments up to the fourth,
+the lag-1 pairs' moments, and the running peak and max drawdown of cumulative PnL,
+all updated in fold order: log order, which is exit order because reconciliations
+are emitted as prices pass the exit time.
 All of it is O(1) in size.
 
 The lifetime has no tails: `lifetime_stats` reports `cvar95_bps` and
@@ -70,6 +71,7 @@ from schemas.envelope import Event, UtcDatetime, WireModel, to_utc
 from schemas.events import Direction, RunCompleted, SignalReconciled
 from schemas.policy import Thresholds
 from schemas.stats import AgentStats
+from streams.agents.significance import autocorrelation_penalty
 from streams.core.day_window import (
     DayBucket,
     MergedDays,
@@ -160,10 +162,13 @@ class TradeTotals(WireModel):
     count: int = 0
     hits: int = 0
     pnl_sum_bps: float = 0.0
-    # Welford: running mean, and sum of squared deviations from it. This is stable where
-    # a sum of squares minus a squared sum would cancel catastrophically.
+    # Welford: running mean, and sums of the 2nd, 3rd and 4th powers of the deviations
+    # from it (Pébay 2008). This is stable where a sum of squares minus a squared sum
+    # would cancel catastrophically.
     mean_bps: float = 0.0
     m2: float = 0.0
+    m3: float = 0.0
+    m4: float = 0.0
     gains_bps: float = 0.0
     losses_bps: float = 0.0  # |sum of the non-positive pnls|
     downside_sq: float = 0.0  # sum of min(pnl, 0)^2
@@ -173,20 +178,57 @@ class TradeTotals(WireModel):
     # segments falls to inside this one (see `concat`).
     trough_bps: float = 0.0
     max_drawdown_bps: float = 0.0
+    # The lag-1 pairs (pnl_i, pnl_i+1) in trade order, for the autocorrelation. Their
+    # leads are every pnl but the last, their lags every pnl but the first; each side
+    # keeps a Welford mean and m2, and the pairs their co-moment. Joining two segments
+    # adds one pair, (last of the left, first of the right).
+    first_bps: float = 0.0
+    last_bps: float = 0.0
+    lead_mean_bps: float = 0.0
+    lead_m2: float = 0.0
+    lag_mean_bps: float = 0.0
+    lag_m2: float = 0.0
+    lag_comoment: float = 0.0  # sum of (lead - lead mean) * (lag - lag mean)
 
     def plus(self, pnls: Iterable[float]) -> TradeTotals:
-        """Return the totals with `pnls` appended, in the given order."""
+        """Return the totals with `pnls` appended, in the given order.
+
+        One value at a time: Welford's update for the pairs, Terriberry's (Welford's
+        extended to m3 and m4) for the moments; `concat` merges whole groups. Kept
+        inline, not as a merge with a group of one: this runs for every trade of a day
+        the window cuts, on every event.
+        """
         count, hits, pnl_sum = self.count, self.hits, self.pnl_sum_bps
-        mean, m2 = self.mean_bps, self.m2
+        mean, m2, m3, m4 = self.mean_bps, self.m2, self.m3, self.m4
         gains, losses, downside_sq = self.gains_bps, self.losses_bps, self.downside_sq
         cum, peak, trough = self.cum_bps, self.peak_bps, self.trough_bps
         max_drawdown = self.max_drawdown_bps
+        first, last = self.first_bps, self.last_bps
+        lead_mean, lag_mean = self.lead_mean_bps, self.lag_mean_bps
+        lead_m2, lag_m2, comoment = self.lead_m2, self.lag_m2, self.lag_comoment
         for pnl in pnls:
+            if count:  # the pair (last, pnl) joins the `count - 1` before it
+                lead_delta, lag_delta = last - lead_mean, pnl - lag_mean
+                lead_mean += lead_delta / count
+                lag_mean += lag_delta / count
+                lead_m2 += lead_delta * (last - lead_mean)
+                lag_m2 += lag_delta * (pnl - lag_mean)
+                comoment += lead_delta * (pnl - lag_mean)
+            else:
+                first = pnl
+            last = pnl
+            before = count
             count += 1
-            pnl_sum += pnl
             delta = pnl - mean
-            mean += delta / count
-            m2 += delta * (pnl - mean)
+            delta_n = delta / count
+            delta_n2 = delta_n * delta_n
+            term = delta * delta_n * before
+            mean += delta_n
+            m4 += term * delta_n2 * (count * count - 3 * count + 3)
+            m4 += 6 * delta_n2 * m2 - 4 * delta_n * m3
+            m3 += term * delta_n * (count - 2) - 3 * delta_n * m2
+            m2 += term
+            pnl_sum += pnl
             if pnl > 0:
                 hits += 1
                 gains += pnl
@@ -203,6 +245,8 @@ class TradeTotals(WireModel):
             pnl_sum_bps=pnl_sum,
             mean_bps=mean,
             m2=m2,
+            m3=m3,
+            m4=m4,
             gains_bps=gains,
             losses_bps=losses,
             downside_sq=downside_sq,
@@ -210,30 +254,61 @@ class TradeTotals(WireModel):
             peak_bps=peak,
             trough_bps=trough,
             max_drawdown_bps=max_drawdown,
+            first_bps=first,
+            last_bps=last,
+            lead_mean_bps=lead_mean,
+            lag_mean_bps=lag_mean,
+            lead_m2=lead_m2,
+            lag_m2=lag_m2,
+            lag_comoment=comoment,
         )
 
     @staticmethod
     def concat(segments: Iterable[TradeTotals]) -> TradeTotals:
         """The totals of consecutive segments' trades taken as one sequence.
 
-        Counts and sums add; mean and m2 merge as in Chan et al. (the parallel form
-        of Welford). Cumulative PnL of the right segment is shifted by the left's
-        `cum`, so the drawdown is max(dd_left, dd_right, peak_left - (cum_left +
-        trough_right)) and the peak max(peak_left, cum_left + peak_right).
+        Counts and sums add; the mean and the central moment sums merge as in Chan
+        et al. and Pébay (2008), the parallel forms of Welford; the lag-1 pairs are
+        the left's, the right's and (last_left, first_right), merged the same way.
+        Cumulative PnL of the right segment is shifted by the left's `cum`, so the
+        drawdown is max(dd_left, dd_right, peak_left - (cum_left + trough_right))
+        and the peak max(peak_left, cum_left + peak_right).
         """
         count = hits = 0
-        pnl_sum = mean = m2 = gains = losses = downside_sq = 0.0
+        pnl_sum = gains = losses = downside_sq = 0.0
         cum = peak = trough = max_drawdown = 0.0
+        mean = m2 = m3 = m4 = first = last = 0.0
+        pairs: _Pairs = (0.0, 0.0, 0.0, 0.0, 0.0)
         for part in segments:
             if not part.count:
                 continue
-            if not count:
-                mean, m2 = part.mean_bps, part.m2
-            else:
-                total = count + part.count
+            if count:
+                bridge = (last, part.first_bps, 0.0, 0.0, 0.0)
+                pairs = _merged_pairs(count - 1, pairs, 1, bridge)
+                pairs = _merged_pairs(count, pairs, part.count - 1, part.lag1_pairs())
+                # Pébay (2008) eqs. 3.1 and 2.1, the higher moments first: they read
+                # the m2 and m3 from before the merge.
+                n_a, n_b = count, part.count
+                n = n_a + n_b
                 delta = part.mean_bps - mean
-                mean += delta * part.count / total
-                m2 += part.m2 + delta * delta * count * part.count / total
+                delta_n = delta / n
+                m4 += (
+                    part.m4
+                    + delta * delta_n**3 * n_a * n_b * (n_a * n_a - n_a * n_b + n_b * n_b)
+                    + 6 * delta_n * delta_n * (n_a * n_a * part.m2 + n_b * n_b * m2)
+                    + 4 * delta_n * (n_a * part.m3 - n_b * m3)
+                )
+                m3 += (
+                    part.m3
+                    + delta * delta_n * delta_n * n_a * n_b * (n_a - n_b)
+                    + 3 * delta_n * (n_a * part.m2 - n_b * m2)
+                )
+                m2 += part.m2 + delta * delta_n * n_a * n_b
+                mean += delta_n * n_b
+            else:
+                first, pairs = part.first_bps, part.lag1_pairs()
+                mean, m2, m3, m4 = part.mean_bps, part.m2, part.m3, part.m4
+            last = part.last_bps
             count += part.count
             hits += part.hits
             pnl_sum += part.pnl_sum_bps
@@ -244,12 +319,15 @@ class TradeTotals(WireModel):
             peak = max(peak, cum + part.peak_bps)
             trough = min(trough, cum + part.trough_bps)
             cum += part.cum_bps
+        lead_mean, lag_mean, lead_m2, lag_m2, comoment = pairs
         return TradeTotals(
             count=count,
             hits=hits,
             pnl_sum_bps=pnl_sum,
             mean_bps=mean,
             m2=m2,
+            m3=m3,
+            m4=m4,
             gains_bps=gains,
             losses_bps=losses,
             downside_sq=downside_sq,
@@ -257,7 +335,50 @@ class TradeTotals(WireModel):
             peak_bps=peak,
             trough_bps=trough,
             max_drawdown_bps=max_drawdown,
+            first_bps=first,
+            last_bps=last,
+            lead_mean_bps=lead_mean,
+            lag_mean_bps=lag_mean,
+            lead_m2=lead_m2,
+            lag_m2=lag_m2,
+            lag_comoment=comoment,
         )
+
+    def lag1_pairs(self) -> _Pairs:
+        """The lag-1 pairs' moments, as `_merged_pairs` takes them."""
+        return (
+            self.lead_mean_bps,
+            self.lag_mean_bps,
+            self.lead_m2,
+            self.lag_m2,
+            self.lag_comoment,
+        )
+
+
+# The moments of a group of lag-1 pairs: the means and m2s of their leads and lags, and
+# their co-moment.
+_Pairs = tuple[float, float, float, float, float]
+
+
+def _merged_pairs(count: int, pairs: _Pairs, other_count: int, other: _Pairs) -> _Pairs:
+    """Two groups of pairs, of `count` and `other_count` pairs, as one (Chan et al., and
+    its two-variable form for the co-moment)."""
+    if not other_count:
+        return pairs
+    if not count:
+        return other
+    lead_mean, lag_mean, lead_m2, lag_m2, comoment = pairs
+    other_lead_mean, other_lag_mean, other_lead_m2, other_lag_m2, other_comoment = other
+    n = count + other_count
+    lead_delta, lag_delta = other_lead_mean - lead_mean, other_lag_mean - lag_mean
+    weight = count * other_count / n
+    return (
+        lead_mean + lead_delta * other_count / n,
+        lag_mean + lag_delta * other_count / n,
+        lead_m2 + other_lead_m2 + lead_delta * lead_delta * weight,
+        lag_m2 + other_lag_m2 + lag_delta * lag_delta * weight,
+        comoment + other_comoment + lead_delta * lag_delta * weight,
+    )
 
 
 class RunTotals(WireModel):
@@ -446,9 +567,12 @@ def window_cvar95_bps(state: StatsState, as_of: datetime, window_days: int) -> f
 
 
 def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats:
-    """`rule_stats_at` plus the report-only figures, which read every trade and run of
-    the window: CVaR95, p95 latency, the information coefficient and the smart Sharpe
-    ratio (its autocorrelation is taken in trade order). For reports, not per event.
+    """`rule_stats_at` plus the report-only figures: CVaR95, p95 latency and the
+    information coefficient, which read every trade and run of the window, and the
+    smart Sharpe ratio (from the rule figures). For reports, not per event.
+
+    `psr`, `dsr` and `trials` stay None: they need the trials of the agent's strategy
+    class, which the caller knows (`streams.agents.significance.with_significance`).
     """
     stats = rule_stats_at(state, as_of, window_days)
     start, end = _bounds(as_of, window_days)
@@ -466,7 +590,7 @@ def stats_at(state: StatsState, as_of: datetime, window_days: int) -> AgentStats
             "cvar95_bps": cvar95_bps,
             "p95_latency_ms": p95_latency_ms,
             "information_coefficient": information_coefficient(trades),
-            "smart_sharpe": smart_sharpe(stats.sharpe, pnls),
+            "smart_sharpe": smart_sharpe(stats),
         }
     )
 
@@ -485,9 +609,9 @@ def lifetime_stats(state: StatsState) -> AgentStats:
     """Stats over every accepted event, from the exact lifetime accumulators.
 
     `cvar95_bps`, `p95_latency_ms`, `information_coefficient` and `smart_sharpe`
-    are None. They need the whole sample, and the bounded state does not keep it:
-    the projections compute the tails over the full log with `tail_stats` (see the
-    module docstring).
+    are None, as in `rule_stats_at`. The first three need the whole sample, and the
+    bounded state does not keep it: the projections compute the tails over the full
+    log with `tail_stats` (see the module docstring).
     """
     return _summarize(state.lifetime_trades, state.lifetime_runs)
 
@@ -513,15 +637,21 @@ def _summarize(trades: TradeTotals, runs: RunTotals) -> AgentStats:
       profit_factor = gross gains / |gross losses| (None without a losing trade);
       expectancy = hit_rate * avg_win - (1 - hit_rate) * avg_loss_abs;
       max drawdown = max over trades of (peak - cumulative pnl), the peak starting
-      at 0, reported as a positive number of bps.
+      at 0, reported as a positive number of bps;
+      skewness = (m3 / n) / (m2 / n)^1.5 and kurtosis = (m4 / n) / (m2 / n)^2 (population
+      moments; kurtosis not excess, 3 for a normal), None without variance;
+      autocorr_lag1 = Pearson's r of (pnl_1 .. pnl_n-1) with (pnl_2 .. pnl_n) in trade
+      order, None with fewer than 3 trades or a constant side;
+      cost_per_bps_usd = cost_usd / pnl_sum, None unless the pnl is positive.
     The tails (`cvar95`, `p95`, via `tail_stats`) are not totals: None here.
     """
     n = trades.count
     hit_rate = trades.hits / n if n else None
-    # max(.., 0): Welford can leave m2 a hair below zero for equal values.
-    std = math.sqrt(max(trades.m2, 0.0) / (n - 1)) if n >= 2 else None
+    std = math.sqrt(trades.m2 / (n - 1)) if n >= 2 else None
     mean = trades.mean_bps if n else None
     downside_deviation = math.sqrt(trades.downside_sq / n) if n else None
+    # m2 > 0 exactly when the pnls differ: equal values leave every merge term at 0.
+    varies = n >= 2 and trades.m2 > 0
     return AgentStats(
         trades=n,
         runs=runs.count,
@@ -540,7 +670,22 @@ def _summarize(trades: TradeTotals, runs: RunTotals) -> AgentStats:
         sortino=_ratio(mean, downside_deviation),
         profit_factor=_ratio(trades.gains_bps, trades.losses_bps),
         expectancy_bps=expectancy(trades),
+        skewness=_ratio(trades.m3 / n, (trades.m2 / n) ** 1.5) if varies else None,
+        kurtosis=_ratio(trades.m4 / n, (trades.m2 / n) ** 2) if varies else None,
+        autocorr_lag1=lag1_autocorrelation(trades),
+        cost_per_bps_usd=_ratio(runs.cost_usd, trades.pnl_sum_bps)
+        if trades.pnl_sum_bps > 0
+        else None,
     )
+
+
+def lag1_autocorrelation(trades: TradeTotals) -> float | None:
+    """Pearson's r of the lag-1 pairs, from their co-moment and side m2s. None where it
+    is undefined: fewer than 2 pairs, or a constant side (whose m2 is then exactly 0)."""
+    if trades.lead_m2 <= 0 or trades.lag_m2 <= 0:
+        return None
+    r = trades.lag_comoment / (math.sqrt(trades.lead_m2) * math.sqrt(trades.lag_m2))
+    return max(-1.0, min(1.0, r))  # |r| <= 1 (Cauchy-Schwarz), up to rounding
 
 
 def expectancy(trades: TradeTotals) -> float | None:
@@ -594,24 +739,20 @@ def information_coefficient(trades: Sequence[Trade]) -> float | None:
     return _pearson(forecasts, outcomes)
 
 
-def smart_sharpe(sharpe: float | None, pnls: Sequence[float]) -> float | None:
+def smart_sharpe(stats: AgentStats) -> float | None:
     """Smart Sharpe = sharpe / penalty, with quantstats' autocorrelation penalty.
 
     penalty = sqrt(1 + 2 * sum_{k=1}^{n-1} (1 - k/n) * rho_k), where quantstats
     (`stats.autocorr_penalty`) sets rho_k = |rho_1|^k, rho_1 being the lag-1
-    Pearson autocorrelation of the pnl series in trade order. That AR(1) form keeps
-    the penalty >= 1. Raw per-lag autocorrelations could make the root negative.
-    None when the Sharpe ratio or rho_1 is undefined (fewer than 3 trades, constant
-    lagged series).
+    Pearson autocorrelation of the pnl series in trade order (`autocorr_lag1`).
+    That AR(1) form keeps the penalty >= 1. Raw per-lag autocorrelations could make
+    the root negative. Summed in closed form (`autocorrelation_penalty`). None when
+    the Sharpe ratio or rho_1 is undefined (fewer than 3 trades, constant lagged
+    series).
     """
-    if sharpe is None:
+    if stats.sharpe is None or stats.autocorr_lag1 is None:
         return None
-    rho_1 = _pearson(pnls[:-1], pnls[1:])
-    if rho_1 is None:
-        return None
-    n, coef = len(pnls), abs(rho_1)
-    penalty = math.sqrt(1 + 2 * math.fsum((1 - k / n) * coef**k for k in range(1, n)))
-    return sharpe / penalty
+    return stats.sharpe / autocorrelation_penalty(stats.trades, stats.autocorr_lag1)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

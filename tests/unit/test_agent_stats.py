@@ -16,6 +16,7 @@ import statistics
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import orjson
@@ -212,6 +213,15 @@ def test_p95_latency_is_nearest_rank(count: int, expected: float) -> None:
 
     assert stats_at(state, T0 + count * HOUR, 30).p95_latency_ms == expected
     assert tail_stats([], reversed([float(i + 1) for i in range(count)])) == (None, expected)
+
+
+def test_cost_per_realized_bps() -> None:
+    runs = [completed(T0, cost_usd=0.75), completed(T0 + HOUR, cost_usd=0.75)]
+    winning = fold([*runs, reconciled(T0, 20.0), reconciled(T0 + HOUR, 10.0)])
+    losing = fold([*runs, reconciled(T0, 20.0), reconciled(T0 + HOUR, -25.0)])
+
+    assert rule_stats_at(winning, T0 + HOUR, 30).cost_per_bps_usd == 0.05  # 1.5 USD / 30 bps
+    assert rule_stats_at(losing, T0 + HOUR, 30).cost_per_bps_usd is None  # nothing realized
 
 
 def test_tail_stats_over_the_full_history_are_exact() -> None:
@@ -444,7 +454,10 @@ def from_scratch(events: Sequence[Fact]) -> dict[str, Any]:
     downside = math.sqrt(sum(min(p, 0.0) ** 2 for p in pnls) / n) if n else None
     losses = -sum(p for p in pnls if p < 0)
     latencies = sorted(r.latency_ms for r in runs)
-    return {
+    deviations = [p - mean for p in pnls] if mean is not None else []
+    m2, m3, m4 = (math.fsum(d**power for d in deviations) for power in (2, 3, 4))
+    varies = len(set(pnls)) > 1
+    figures = {
         "trades": n,
         "runs": len(runs),
         "errors": sum(r.errors for r in runs),
@@ -464,7 +477,16 @@ def from_scratch(events: Sequence[Fact]) -> dict[str, Any]:
         "sortino": mean / downside if mean is not None and downside else None,
         "profit_factor": sum(p for p in pnls if p > 0) / losses if losses else None,
         "expectancy_bps": mean,  # the expectancy formula reduces to the mean
+        "skewness": (m3 / n) / (m2 / n) ** 1.5 if varies else None,
+        "kurtosis": (m4 / n) / (m2 / n) ** 2 if varies else None,
+        "autocorr_lag1": correlation(pnls[:-1], pnls[1:]),
     }
+    # A sum that is zero but for rounding has a sign that depends on the order of the
+    # additions: no cost per bps to compare then.
+    cost, pnl_sum = sum(r.cost_usd for r in runs), sum(pnls)
+    if abs(pnl_sum) > 1e-9:
+        figures["cost_per_bps_usd"] = cost / pnl_sum if pnl_sum > 0 else None
+    return figures
 
 
 def assert_matches(stats: AgentStats, expected: dict[str, Any]) -> None:
@@ -592,6 +614,41 @@ def test_concat_of_segments_equals_one_sequence(pnls: list[float], cuts: list[in
         assert getattr(merged, name) == pytest.approx(value, rel=1e-9, abs=1e-9), name
 
 
+@FAST
+@given(st.lists(pnl_values, max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_merged_moments_equal_a_two_pass_computation(pnls: list[float], cuts: list[int]) -> None:
+    # The shape and autocorrelation sums of segments merged by `concat` against their
+    # definitions over the whole sequence, each about its own mean, in exact arithmetic.
+    bounds = [0, *sorted(cuts), len(pnls)]
+    merged = TradeTotals.concat(
+        TradeTotals().plus(pnls[a:b]) for a, b in itertools.pairwise(bounds)
+    )
+
+    def deviations(values: Sequence[float]) -> list[Fraction]:
+        exact = [Fraction(v) for v in values]
+        mean = sum(exact, Fraction(0)) / len(exact) if exact else Fraction(0)
+        return [v - mean for v in exact]
+
+    def comoment(xs: list[Fraction], ys: list[Fraction]) -> tuple[float, float]:
+        """(sum of x y, sum of |x y|): the second scales the rounding error allowed."""
+        products = [x * y for x, y in zip(xs, ys, strict=True)]
+        return float(sum(products)), float(sum(abs(p) for p in products))
+
+    ds, lead_ds, lag_ds = deviations(pnls), deviations(pnls[:-1]), deviations(pnls[1:])
+    squares = [d * d for d in ds]
+    expected = {
+        "m2": comoment(ds, ds),
+        "m3": comoment(ds, squares),
+        "m4": comoment(squares, squares),
+        "lead_m2": comoment(lead_ds, lead_ds),
+        "lag_m2": comoment(lag_ds, lag_ds),
+        "lag_comoment": comoment(lead_ds, lag_ds),
+    }
+    for name, (value, scale) in expected.items():
+        assert getattr(merged, name) == pytest.approx(value, rel=1e-9, abs=1e-12 * scale), name
+    assert (merged.first_bps, merged.last_bps) == ((pnls[0], pnls[-1]) if pnls else (0.0, 0.0))
+
+
 @st.composite
 def dense_arrivals(draw: st.DrawFn) -> tuple[int, list[Fact]]:
     """(window_days, facts) for a short window: many facts a day, so days are cut by the
@@ -670,10 +727,11 @@ def ranked(values: Sequence[float]) -> list[float]:
 
 
 def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    try:
-        return statistics.correlation(xs, ys)
-    except statistics.StatisticsError:
+    """Pearson's r; None for fewer than 2 points or a constant side (checked exactly: a
+    mean that rounds away from the constant would leave a correlation of noise)."""
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
+    return statistics.correlation(xs, ys)
 
 
 def assert_close(stats: AgentStats, expected: dict[str, Any]) -> None:
