@@ -38,7 +38,7 @@ class Decision(StrEnum):
 
 
 TargetType = Literal["agent", "strategy_class"]
-KillSource = Literal["auto", "operator", "breach", "expiry"]
+KillSource = Literal["auto", "operator", "breach", "budget", "expiry"]
 
 # Names from outside (agents, symbols, strategy classes, operators) key tables, partitions
 # and kill lists, and every state and report repeats them: a name of megabytes would be

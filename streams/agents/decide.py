@@ -1,7 +1,11 @@
 """Per-agent decision rules (SPEC section 6): retirement score, promotion gate, decision.
 
-Unknown statistics (`None`: no trades, no runs) never pass a gate that needs
-them, but never trigger KILL either: an agent is not punished for missing data.
+Unknown statistics (`None`: no trades, no runs, no significance) never pass a gate
+that needs them, but never trigger KILL either: an agent is not punished for
+missing data. Nor for too little of it: a KILL condition, or the promotion gate,
+applies only once the window holds the policy's minimum evidence (trades, runs);
+below it the agent stays HOLD and its reasons say what is missing, so a fleet is
+not judged on its first trades.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def promotion_gate(
     """Return one readable reason per failed gate; an empty list means the gate passes."""
     t = policy.thresholds
     failed: list[str] = []
+    if stats.trades < t.promote_min_trades:
+        failed.append(f"not enough evidence: {stats.trades} of {t.promote_min_trades} trades")
     if stats.pnl_sum_bps < t.promote_min_pnl_bps:
         failed.append(f"pnl_sum {stats.pnl_sum_bps:.1f} bps < {t.promote_min_pnl_bps:.1f} bps")
     if stats.hit_rate is None:
@@ -109,46 +115,72 @@ def promotion_gate(
         )
     if killed:
         failed.append("on the kill list")
+    if t.significance_gate:
+        if stats.dsr is None:
+            failed.append("DSR unknown (fewer than 2 trades, or no variance)")
+        elif stats.dsr < t.promote_min_dsr:
+            failed.append(f"DSR {stats.dsr:.4g} < {t.promote_min_dsr:.4g}")
     return failed
 
 
-def _kill_reasons(stats: AgentStats, t: Thresholds) -> list[str]:
-    reasons: list[str] = []
-    if stats.pnl_sum_bps < t.kill_pnl_bps:
-        reasons.append(f"pnl_sum {stats.pnl_sum_bps:.1f} bps < {t.kill_pnl_bps:.1f} bps")
+def _kill_conditions(stats: AgentStats, t: Thresholds) -> tuple[list[str], list[str]]:
+    """The KILL conditions that hold with enough evidence, and those that hold without it
+    (each saying how much evidence there is, and how much it needs)."""
+    holding: list[tuple[str, int, int, str]] = []  # (why, evidence, minimum, of what)
+    pnl = stats.pnl_sum_bps
+    if pnl < t.kill_pnl_bps:
+        why = f"pnl_sum {pnl:.1f} bps < {t.kill_pnl_bps:.1f} bps"
+        holding.append((why, stats.trades, t.kill_min_trades, "trades"))
     if stats.error_rate is not None and stats.error_rate > t.kill_error_rate:
-        reasons.append(f"error_rate {stats.error_rate:.3f} > {t.kill_error_rate:.3f}")
-    return reasons
+        why = f"error_rate {stats.error_rate:.3f} > {t.kill_error_rate:.3f}"
+        holding.append((why, stats.runs, t.kill_min_runs, "runs"))
+    if t.significance_gate and stats.psr is not None and stats.psr <= t.kill_max_psr:
+        why = f"PSR(0) {stats.psr:.4g} <= {t.kill_max_psr:.4g}"
+        holding.append((why, stats.trades, t.kill_min_trades, "trades"))
+    proven = [why for why, have, need, _ in holding if have >= need]
+    unproven = [
+        f"not enough evidence: {have} of {need} {unit} to KILL on {why}"
+        for why, have, need, unit in holding
+        if have < need
+    ]
+    return proven, unproven
 
 
 def decide(
-    agent: str, stats: AgentStats, confidence_mult: float, killed: bool, policy: Policy
+    agent: str, stats: AgentStats, confidence_mult: float, kill: str | None, policy: Policy
 ) -> DecisionOutcome:
-    """Apply the SPEC rules in order, later ones overriding: HOLD, PROMOTE, KILL, RETIRE, KILLED."""
+    """Apply the SPEC rules in order, later ones overriding: HOLD, PROMOTE, KILL, RETIRE, KILLED.
+
+    `kill` describes the kill that stops the agent now (its own or its class's, with
+    who, why and until when), None when nothing does.
+    """
     t = policy.thresholds
     points = _retirement_points(stats, t)
     score = sum(p for p, _ in points)
     label = _label(score, t)
 
-    gate = promotion_gate(stats, confidence_mult, killed, policy)
+    gate = promotion_gate(stats, confidence_mult, kill is not None, policy)
+    proven, unproven = _kill_conditions(stats, t)
     decision = Decision.HOLD
-    reasons = [f"promotion gate failed: {reason}" for reason in gate]
+    reasons = unproven + [f"promotion gate failed: {reason}" for reason in gate]
     if not gate:
         decision = Decision.PROMOTE
-        reasons = [
-            f"promotion gate passed: pnl_sum {stats.pnl_sum_bps:.1f} bps, "
+        passed = (
+            f"promotion gate passed: {stats.trades} trades, pnl_sum {stats.pnl_sum_bps:.1f} bps, "
             f"hit_rate {stats.hit_rate or 0.0:.3f}, error_rate {stats.error_rate or 0.0:.3f}, "
             f"confidence multiplier {confidence_mult:.3f}"
-        ]
-    kill = _kill_reasons(stats, t)
-    if kill:
-        decision, reasons = Decision.KILL, kill
+        )
+        if t.significance_gate:
+            passed += f", DSR {stats.dsr or 0.0:.4g}"
+        reasons = [passed]
+    if proven:
+        decision, reasons = Decision.KILL, proven
     if label == "RETIRE":
         decision = Decision.RETIRE
         reasons = [f"retirement score {score} >= {t.retire_label_at}"]
         reasons += [f"+{p}: {why}" for p, why in points]
-    if killed:
-        decision, reasons = Decision.KILLED, ["on the kill list"]
+    if kill is not None:
+        decision, reasons = Decision.KILLED, [f"on the kill list: {kill}"]
     return DecisionOutcome(
         agent=agent,
         decision=decision,

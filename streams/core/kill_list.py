@@ -29,17 +29,36 @@ class KillEntry(WireModel):
     until: UtcDatetime | None = None
     event_id: uuid.UUID
 
+    @classmethod
+    def of(cls, fact: KillFact) -> KillEntry:
+        """The entry a kill fact puts on the list."""
+        return cls(
+            target_type=target_type_of(fact),
+            target=fact.target,
+            source=fact.source,
+            reason=fact.reason,
+            actor=fact.actor,
+            since=fact.ts,
+            until=fact.until,
+            event_id=fact.event_id,
+        )
+
     def active(self, at: datetime) -> bool:
         """A timed kill stops applying at its `until`, before the revive fact is even folded."""
         return self.until is None or at < self.until
 
     def describe(self) -> str:
+        """Who stopped the target, until when (a timed kill is a pause), and why."""
         what = "agent" if self.target_type == "agent" else "strategy class"
-        text = f"{what} {self.target} killed by {self.actor} ({self.source})"
+        if self.until is None:
+            text = f"{what} {self.target} killed by {self.actor} ({self.source})"
+        else:
+            text = (
+                f"{what} {self.target} paused by {self.actor} ({self.source}) "
+                f"until {format_utc(self.until)}"
+            )
         if self.reason:
             text += f": {self.reason}"
-        if self.until is not None:
-            text += f" until {format_utc(self.until)}"
         return text
 
 
@@ -91,16 +110,7 @@ def apply_kill_fact(kill_list: KillList, fact: KillFact) -> KillList:
     entries = dict(kill_list.entries(target_type))
     current = entries.get(fact.target)
     if is_kill(fact):
-        entries[fact.target] = KillEntry(
-            target_type=target_type,
-            target=fact.target,
-            source=fact.source,
-            reason=fact.reason,
-            actor=fact.actor,
-            since=fact.ts,
-            until=fact.until,
-            event_id=fact.event_id,
-        )
+        entries[fact.target] = KillEntry.of(fact)
     elif current is not None and (fact.source != "expiry" or fact.cause_id == current.event_id):
         del entries[fact.target]
     key = "agents" if target_type == "agent" else "strategy_classes"

@@ -19,12 +19,13 @@ from schemas.events import (
     AllocationUpdated,
     Decision,
     Direction,
+    PolicyUpdated,
     RegimeChanged,
     RunCompleted,
     SignalReconciled,
     StrategyKilled,
 )
-from schemas.policy import Policy
+from schemas.policy import Policy, Thresholds
 from schemas.stats import AgentStats
 from streams.agents.assess import AgentState, apply_agent_event
 from streams.core.fleet_state import FleetState, apply_fleet_event
@@ -415,18 +416,26 @@ def test_a_newer_assessment_with_the_same_watermark_reaches_the_fleet() -> None:
     loss = reconciled(-400.0, exit_ts, event_id=uuid.UUID(int=10)).model_copy(
         update={"symbol": "ETH-USD", "signal_id": uuid.UUID(int=22)}
     )
+    # Verdicts on the first trades: no evidence minimums.
+    fleet = fleet_with(
+        PolicyUpdated.create(
+            ts=T0 - DAY,
+            producer="t",
+            thresholds=Thresholds(kill_min_trades=0, kill_min_runs=0, promote_min_trades=0),
+        )
+    )
     state = AgentState.start("a", POLICY)
     outputs: list[Event] = []
     for event in (a_run, win, loss):
-        state, out = apply_agent_event(state, event, FleetState(), "shadow")
+        state, out = apply_agent_event(state, event, fleet, "shadow")
         outputs += out
     first, second = of_type(outputs, AgentAssessed)[-2:]
     assert (first.decision, second.decision) == (Decision.PROMOTE, Decision.KILL)
     assert first.ts == second.ts  # the watermark did not move
     assert str(second.event_id) < str(first.event_id)  # what makes the fleet drop it
 
-    book, _ = feed([first])
-    book, emitted = feed([second], book=book)
+    book, _ = feed([first], fleet=fleet)
+    book, emitted = feed([second], fleet=fleet, book=book)
 
     assert book.agents["a"].decision is Decision.KILL
     assert of_type(emitted, AllocationUpdated)[-1].weights == {}

@@ -1,4 +1,5 @@
-"""The SDK run context: current run, timing, errors, LLM usage and cost, signals, ids."""
+"""The SDK run context: current run, timing, errors, LLM usage and cost, signals, ids; the
+kill-switch guard's refusal of a paused agent."""
 
 from __future__ import annotations
 
@@ -6,13 +7,20 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.events import Direction
+from schemas.codec import encode_event
+from schemas.events import AgentKilled, Direction, PolicyUpdated, RunCompleted
+from schemas.policy import Thresholds
+from streams.agents.assess import AgentState, apply_agent_event
+from streams.core.fleet_state import FleetState, apply_fleet_event, default_policy
+from streams.runtime.fleet_view import FleetView, fold
+from streams.sdk.client import AsyncClient
 from streams.sdk.pricing import cost_usd, usage_of
-from streams.sdk.run_context import NoActiveRunError, Run, current_run
+from streams.sdk.run_context import AgentKilledError, NoActiveRunError, Run, current_run
+from tests.keys import SUPERVISOR_KEY, signed
 
 AT = datetime(2024, 3, 1, 12, tzinfo=UTC)
 RUN_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -305,3 +313,56 @@ def test_signal_and_run_ids_never_collide() -> None:
     run.begin()
     signal = run.signal("BTC", "LONG", 0.7)
     assert run.end(failed=False).event_id != signal.event_id
+
+
+# --- the guard and the daily LLM budget -------------------------------------------------
+
+
+def budget_pause(at: datetime, cost: float) -> AgentKilled:
+    """The pause the agent processor emits for a run costing `cost` under a 10 USD budget."""
+    budget = PolicyUpdated.create(
+        ts=at - timedelta(days=1), producer="test", thresholds=Thresholds(daily_budget_usd=10.0)
+    )
+    costly = RunCompleted.create(
+        ts=at,
+        producer="test",
+        agent="alpha",
+        run_id=RUN_ID,
+        started_at=at,
+        latency_ms=900.0,
+        cost_usd=cost,
+    )
+    fleet = apply_fleet_event(FleetState(), budget)
+    _, emitted = apply_agent_event(
+        AgentState.start("alpha", default_policy()), costly, fleet, "shadow"
+    )
+    [pause] = [event for event in emitted if isinstance(event, AgentKilled)]
+    return pause
+
+
+async def test_the_guard_refuses_a_paused_agents_runs_until_midnight_and_says_why() -> None:
+    midnight = datetime(2024, 3, 2, tzinfo=UTC)
+    # The guard believes the pause as it reads it from `kills`: signed by the supervisor.
+    view = FleetView("127.0.0.1:9", "", SUPERVISOR_KEY.verifier)
+    view.state = fold(
+        view.state, encode_event(signed(budget_pause(AT, 12.4))), SUPERVISOR_KEY.verifier
+    )
+    now = [midnight - timedelta(seconds=1)]
+    client = AsyncClient("127.0.0.1:9", guard=view, clock=lambda: now[0])
+    ended: list[RunCompleted] = []
+
+    with (
+        pytest.raises(AgentKilledError) as refused,
+        client.lifecycle("alpha", "momentum", None, ended),
+    ):
+        pytest.fail("a paused agent's run must not start")
+    now[0] = midnight  # no revive fact yet: the pause ends at its `until` all the same
+    with client.lifecycle("alpha", "momentum", None, ended):
+        pass
+
+    why = (
+        "agent alpha paused by supervisor (budget) until 2024-03-02T00:00:00Z: "
+        "LLM cost 12.40 USD today (2024-03-01 UTC) > daily budget 10.00 USD"
+    )
+    assert str(refused.value) == f"alpha did not run: {why}"
+    assert [run.skipped_reason for run in ended] == [why, None]

@@ -1,4 +1,5 @@
-"""Retirement score, promotion gate, decision order and decision events."""
+"""Retirement score, promotion gate, evidence minimums, the significance gate, decision order
+and decision events."""
 
 from __future__ import annotations
 
@@ -138,21 +139,38 @@ def test_unknown_latency_passes_the_gate() -> None:
 
 
 def test_no_trades_fails_every_gate_that_needs_data() -> None:
-    reasons = promotion_gate(AgentStats(), 1.0, False, POLICY)
-    assert len(reasons) == 3  # pnl, hit rate, error rate; latency unknown passes
+    assert promotion_gate(AgentStats(), 1.0, False, POLICY) == [
+        "not enough evidence: 0 of 20 trades",
+        "pnl_sum 0.0 bps < 150.0 bps",
+        "hit_rate unknown (no trades)",
+        "error_rate unknown (no runs)",
+    ]  # latency unknown passes
+
+
+@pytest.mark.parametrize(("trades", "passes"), [(19, False), (20, True)])
+def test_the_gate_needs_the_minimum_trades_and_passes_exactly_at_it(
+    trades: int, passes: bool
+) -> None:
+    failed = promotion_gate(good(trades=trades), 1.0, False, POLICY)
+    assert failed == ([] if passes else [f"not enough evidence: {trades} of 20 trades"])
+
+
+def test_a_gate_without_an_evidence_minimum_passes_on_one_trade() -> None:
+    no_minimum = Policy(thresholds=Thresholds(promote_min_trades=0))
+    assert promotion_gate(good(trades=1), 1.0, False, no_minimum) == []
 
 
 # --- decision order -----------------------------------------------------------------------
 
 
 def test_hold_explains_which_gates_failed() -> None:
-    outcome = decide("a", good(pnl_sum_bps=10.0), 1.0, False, POLICY)
+    outcome = decide("a", good(pnl_sum_bps=10.0), 1.0, None, POLICY)
     assert outcome.decision == Decision.HOLD
     assert outcome.reasons == ("promotion gate failed: pnl_sum 10.0 bps < 150.0 bps",)
 
 
 def test_no_trades_holds() -> None:
-    outcome = decide("a", AgentStats(), 1.0, False, POLICY)
+    outcome = decide("a", AgentStats(), 1.0, None, POLICY)
     assert (outcome.decision, outcome.retirement_score, outcome.retirement_label) == (
         Decision.HOLD,
         0,
@@ -161,7 +179,7 @@ def test_no_trades_holds() -> None:
 
 
 def test_promote_when_the_gate_passes() -> None:
-    outcome = decide("a", good(pnl_sum_bps=150.0, hit_rate=0.55), 0.8, False, POLICY)
+    outcome = decide("a", good(pnl_sum_bps=150.0, hit_rate=0.55), 0.8, None, POLICY)
     assert outcome.decision == Decision.PROMOTE
     assert outcome.reasons[0].startswith("promotion gate passed")
 
@@ -169,35 +187,157 @@ def test_promote_when_the_gate_passes() -> None:
 @pytest.mark.parametrize(
     ("stats", "decision"),
     [
-        (AgentStats(trades=3, pnl_sum_bps=-150.0), Decision.HOLD),  # exactly -150 is not KILL
-        (AgentStats(trades=3, pnl_sum_bps=-150.1), Decision.KILL),
+        (AgentStats(trades=10, pnl_sum_bps=-150.0), Decision.HOLD),  # exactly -150 is not KILL
+        (AgentStats(trades=10, pnl_sum_bps=-150.1), Decision.KILL),
         (good(error_rate=0.20), Decision.HOLD),  # exactly 0.20 is not KILL
         (good(error_rate=0.21), Decision.KILL),
         (good(error_rate=None, pnl_sum_bps=-10.0), Decision.HOLD),  # unknown never kills
     ],
 )
 def test_kill_thresholds(stats: AgentStats, decision: Decision) -> None:
-    assert decide("a", stats, 1.0, False, POLICY).decision == decision
+    assert decide("a", stats, 1.0, None, POLICY).decision == decision
 
 
 def test_kill_reasons_name_the_numbers() -> None:
-    outcome = decide("a", AgentStats(trades=3, pnl_sum_bps=-160.0), 1.0, False, POLICY)
+    outcome = decide("a", AgentStats(trades=10, pnl_sum_bps=-160.0), 1.0, None, POLICY)
     assert outcome.reasons == ("pnl_sum -160.0 bps < -150.0 bps",)
+
+
+# --- evidence before verdicts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("trades", "decision"), [(9, Decision.HOLD), (10, Decision.KILL)])
+def test_the_pnl_kill_needs_the_minimum_trades_and_applies_exactly_at_it(
+    trades: int, decision: Decision
+) -> None:
+    outcome = decide("a", AgentStats(trades=trades, pnl_sum_bps=-400.0), 1.0, None, POLICY)
+    assert outcome.decision == decision
+
+
+@pytest.mark.parametrize(("runs", "decision"), [(9, Decision.HOLD), (10, Decision.KILL)])
+def test_the_error_rate_kill_needs_the_minimum_runs_and_applies_exactly_at_it(
+    runs: int, decision: Decision
+) -> None:
+    stats = AgentStats(runs=runs, errors=runs, error_rate=1.0)
+    assert decide("a", stats, 1.0, None, POLICY).decision == decision
+
+
+def test_one_failed_run_or_one_bad_trade_is_not_enough_evidence_to_kill() -> None:
+    first_run = decide("a", AgentStats(runs=1, errors=1, error_rate=1.0), 1.0, None, POLICY)
+    first_trade = decide("a", AgentStats(trades=1, pnl_sum_bps=-400.0), 1.0, None, POLICY)
+
+    assert (first_run.decision, first_trade.decision) == (Decision.HOLD, Decision.HOLD)
+    assert first_run.reasons[0] == (
+        "not enough evidence: 1 of 10 runs to KILL on error_rate 1.000 > 0.200"
+    )
+    assert first_trade.reasons[0] == (
+        "not enough evidence: 1 of 10 trades to KILL on pnl_sum -400.0 bps < -150.0 bps"
+    )
+    assert "promotion gate failed: not enough evidence: 1 of 20 trades" in first_trade.reasons
+
+
+def test_each_condition_needs_its_own_evidence() -> None:
+    # Ten runs prove the error rate; three trades do not prove the loss.
+    stats = AgentStats(trades=3, pnl_sum_bps=-400.0, runs=10, errors=3, error_rate=0.3)
+
+    outcome = decide("a", stats, 1.0, None, POLICY)
+
+    assert (outcome.decision, outcome.reasons) == (Decision.KILL, ("error_rate 0.300 > 0.200",))
+
+
+def test_minimums_of_zero_judge_on_the_first_trade() -> None:
+    literal = Policy(thresholds=Thresholds(kill_min_trades=0, kill_min_runs=0))
+    one_loss = AgentStats(trades=1, pnl_sum_bps=-151.0)
+    assert decide("a", one_loss, 1.0, None, literal).decision == Decision.KILL
+
+
+def test_promotion_needs_the_minimum_trades() -> None:
+    for trades, decision in ((19, Decision.HOLD), (20, Decision.PROMOTE)):
+        outcome = decide("a", good(trades=trades), 1.0, None, POLICY)
+        assert outcome.decision == decision
+    held = decide("a", good(trades=12), 1.0, None, POLICY)
+    assert held.reasons == ("promotion gate failed: not enough evidence: 12 of 20 trades",)
+
+
+def test_retire_cannot_fire_before_the_kill_minimum_of_trades_with_default_points() -> None:
+    # RETIRE (>= 80) needs the +40 (>= 10 trades and losing) under the default points:
+    # without it the score is at most 30 + 20 + 10 = 60.
+    young = AgentStats(trades=9, pnl_sum_bps=-900.0, runs=1, errors=1, error_rate=1.0, cost_usd=50)
+    outcome = decide("a", young, 1.0, None, POLICY)
+    assert (outcome.decision, outcome.retirement_score) == (Decision.HOLD, 60)
+
+
+# --- the significance gate ----------------------------------------------------------------
+
+GATED = Policy(thresholds=Thresholds(significance_gate=True))
+
+
+def test_with_the_gate_off_significance_decides_nothing() -> None:
+    assert decide("a", good(dsr=0.1, psr=0.01), 1.0, None, POLICY).decision == Decision.PROMOTE
+    unproven = AgentStats(trades=10, pnl_sum_bps=-10.0, psr=0.0)
+    assert decide("a", unproven, 1.0, None, POLICY).decision == Decision.HOLD
+
+
+@pytest.mark.parametrize(
+    ("dsr", "reason"),
+    [
+        (0.41, "DSR 0.41 < 0.95"),
+        (0.9499, "DSR 0.9499 < 0.95"),
+        (None, "DSR unknown (fewer than 2 trades, or no variance)"),
+    ],
+)
+def test_the_gate_on_adds_dsr_to_the_promotion_gate(dsr: float | None, reason: str) -> None:
+    outcome = decide("a", good(dsr=dsr, psr=0.99), 1.0, None, GATED)
+    assert (outcome.decision, outcome.reasons) == (
+        Decision.HOLD,
+        (f"promotion gate failed: {reason}",),
+    )
+
+
+def test_the_gate_on_promotes_at_exactly_the_minimum_dsr() -> None:
+    outcome = decide("a", good(dsr=0.95, psr=0.99), 1.0, None, GATED)
+    assert outcome.decision == Decision.PROMOTE
+    assert outcome.reasons[0].endswith("DSR 0.95")
+
+
+@pytest.mark.parametrize(
+    ("psr", "trades", "decision"),
+    [
+        (0.05, 10, Decision.KILL),  # exactly at the line: PSR <= 0.05
+        (0.0501, 10, Decision.HOLD),
+        (0.01, 9, Decision.HOLD),  # below the kill minimum of trades
+        (None, 50, Decision.HOLD),  # unknown never kills
+    ],
+)
+def test_the_gate_on_kills_on_a_low_psr_with_enough_trades(
+    psr: float | None, trades: int, decision: Decision
+) -> None:
+    # A small loss that no other rule kills on.
+    stats = AgentStats(trades=trades, pnl_sum_bps=-20.0, psr=psr)
+    outcome = decide("a", stats, 1.0, None, GATED)
+    assert outcome.decision == decision
+    if decision == Decision.KILL:
+        assert outcome.reasons == ("PSR(0) 0.05 <= 0.05",)
+    if trades == 9:
+        assert outcome.reasons[0] == (
+            "not enough evidence: 9 of 10 trades to KILL on PSR(0) 0.01 <= 0.05"
+        )
 
 
 def test_retire_overrides_kill() -> None:
     stats = AgentStats(trades=10, pnl_sum_bps=-200.0, cost_usd=6.0)  # KILL and score 80
-    outcome = decide("a", stats, 1.0, False, POLICY)
+    outcome = decide("a", stats, 1.0, None, POLICY)
     assert outcome.decision == Decision.RETIRE
     assert outcome.reasons[0] == "retirement score 80 >= 80"
     assert len(outcome.reasons) == 4  # the headline and its three components
 
 
-def test_killed_overrides_everything() -> None:
+def test_killed_overrides_everything_and_says_which_kill() -> None:
     stats = AgentStats(trades=10, pnl_sum_bps=-200.0, cost_usd=6.0)
-    outcome = decide("a", stats, 1.0, True, POLICY)
+    kill = "agent a killed by ops (operator): bad fills"
+    outcome = decide("a", stats, 1.0, kill, POLICY)
     assert outcome.decision == Decision.KILLED
-    assert outcome.reasons == ("on the kill list",)
+    assert outcome.reasons == (f"on the kill list: {kill}",)
     assert outcome.retirement_label == "RETIRE"  # still reported for the audit trail
 
 

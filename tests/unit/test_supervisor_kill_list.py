@@ -107,6 +107,33 @@ def test_a_timed_kill_expires_at_its_until() -> None:
     assert expired(state, until - timedelta(seconds=1)) == []
 
 
+def test_a_timed_kill_says_until_when_it_pauses_the_target() -> None:
+    state = fold(kill("a", until=T0 + HOUR))
+    assert kill_reason(state, "a", None, T0) == (
+        "agent a paused by alice (operator) until 2024-03-01T01:00:00Z: bad fills"
+    )
+
+
+def test_a_budget_pause_holds_until_midnight_and_its_expiry_lifts_it() -> None:
+    midnight = T0 + 24 * HOUR
+    pause = kill_fact(
+        AgentKilled,
+        target="a",
+        source="budget",
+        at=T0 + 15 * HOUR,
+        causes=("run",),
+        reason="LLM cost 12.40 USD today (2024-03-01 UTC) > daily budget 10.00 USD",
+        until=midnight,
+    )
+    state = fold(pause)
+
+    assert is_killed(state, "a", None, midnight - timedelta(microseconds=1))
+    assert not is_killed(state, "a", None, midnight)  # before any revive fact is folded
+    [revive_fact] = expired(state, midnight)
+    assert (revive_fact.source, revive_fact.ts) == ("expiry", midnight)
+    assert fold(revive_fact, start=state).agents == {}
+
+
 def test_expiry_produces_a_deterministic_revive_at_until() -> None:
     until = T0 + HOUR
     state = fold(kill("a", until=until), kill_class("momentum", until=until))
