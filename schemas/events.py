@@ -194,6 +194,10 @@ class KillFact(GovernanceFact):
 
 class AgentKilled(KillFact):
     TYPE: ClassVar[str] = "agent.killed"
+    # What a rule judged the kill on (a breach: the deployed drawdown and its attribution to
+    # agents). Left out of the record when empty, so a kill signed before the field existed
+    # still has the bytes its signature covers.
+    evidence: dict[str, Any] = Field(default_factory=dict, exclude_if=lambda value: not value)
 
 
 class AgentRevived(KillFact):
@@ -222,6 +226,9 @@ class AllocationUpdated(Event):
     regime_cap: float
     cash_weight: float
     capital: dict[str, Any] = Field(default_factory=dict)
+    # Each agent's leave-one-out contribution over the window, in bps of the portfolio: its
+    # PnL times its weight at entry (streams.fleet.deployed).
+    contributions: dict[str, float] = Field(default_factory=dict)
 
 
 class StrategyTrials(Event):

@@ -214,9 +214,13 @@ def allocation_changed(
 
 
 def allocation_event(
-    result: AllocationResult, at: datetime, cause_id: uuid.UUID | str
+    result: AllocationResult,
+    at: datetime,
+    cause_id: uuid.UUID | str,
+    contributions: Mapping[str, float],
 ) -> AllocationUpdated:
-    """Return the AllocationUpdated for `result`; its id derives from the triggering event."""
+    """Return the AllocationUpdated for `result`, reporting the agents' contributions; its id
+    derives from the triggering event."""
     return AllocationUpdated.create(
         event_id=derived_event_id("allocation", cause_id),
         ts=at,
@@ -226,4 +230,5 @@ def allocation_event(
         regime_cap=result.regime_cap,
         cash_weight=result.cash_weight,
         capital=result.capital.model_dump(mode="json"),
+        contributions=dict(contributions),
     )

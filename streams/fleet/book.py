@@ -3,14 +3,20 @@
 A single processor (one partition of `fleet-input`) folds every agent assessment
 (with the focus-horizon trade that caused it, if any) and every regime change into a
 `FleetBook`, and returns the events that follow: `allocation.updated` when the
-weights move, `agent.killed` (source breach) when the portfolio drawdown crosses
-the limit, and `strategy.killed` when a class meets 2 of the 4 conditions.
-Kill facts it emits are remembered until the kill list (folded from `kills`)
-shows them, so a re-evaluation before that never emits a second copy.
+weights move (with each agent's contribution), `agent.killed` (source breach) while
+the deployed portfolio's drawdown is over the limit, and `strategy.killed` when a
+class meets 2 of the 4 conditions. Kill facts it emits are remembered until they come
+back on its input (the kill list holds them then), so a re-evaluation before that
+never emits a second copy.
+
+Two portfolios: `portfolio` sums every focus-horizon trade unweighted (the fleet's
+figures, reported, never acted on); `deployed` scales each by its agent's weight at
+entry (streams.fleet.deployed), which is what the breach watches.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from pydantic import Field
@@ -41,7 +47,20 @@ from streams.fleet.allocation import (
     allocation_changed,
     allocation_event,
 )
-from streams.fleet.breach import breach_kills
+from streams.fleet.breach import BreachEvidence, breach_kills, breach_targets
+from streams.fleet.deployed import (
+    DeployedDay,
+    DeployedTrade,
+    WeightsAt,
+    attribute_drawdown,
+    contributions_bps,
+    drawdown_bps,
+    signal_time,
+    weights_at,
+    weights_kept_from,
+    with_deployed,
+    with_weights,
+)
 from streams.fleet.strategy import (
     ClassDay,
     ClassTrade,
@@ -57,40 +76,51 @@ FLEET_KEY = "fleet"
 
 class FleetBook(WireModel):
     agents: dict[str, AgentAssessed] = Field(default_factory=dict)
+    # Every focus-horizon trade, unweighted: the fleet's figures for reports.
     portfolio: StatsState = Field(default_factory=StatsState)
+    # The same trades scaled by their agents' weights at entry, by ISO day of exit: the
+    # portfolio as deployed, evicted with `portfolio`'s window.
+    deployed: dict[str, DeployedDay] = Field(default_factory=dict)
+    # The allocations this processor emitted, in time order, back to the oldest entry a
+    # trade the window still accepts can need (streams.fleet.deployed.weights_kept_from).
+    weights_in_force: tuple[WeightsAt, ...] = ()
     # Each class's window of trades by ISO day (streams.core.day_window).
     class_trades: dict[str, dict[str, ClassDay]] = Field(default_factory=dict)
     # The agents whose latest assessment is PROMOTE, in name order: a breach stops them.
     promoted: tuple[str, ...] = ()
     allocation: AllocationResult | None = None
     rebalanced_at: UtcDatetime | None = None  # event time of the last reallocation
-    # Targets this processor has killed whose kill the kill list may not show yet.
-    breach_killed: tuple[str, ...] = ()
+    # Agents this processor has killed for a breach, by the id of the kill, until the kill
+    # comes back on its input: meanwhile the kill list may not show it.
+    breach_pending: dict[str, uuid.UUID] = Field(default_factory=dict)
     classes_killed: tuple[str, ...] = ()
     # Every agent ever seen per strategy class, by name: the trials of the deflated Sharpe.
     class_members: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
-def _window_start(policy: Policy, at: datetime) -> datetime | None:
-    days = policy.thresholds.window_days
-    return None if days == 0 else at - timedelta(days=days)
+def _window_start(at: datetime, window_days: int) -> datetime | None:
+    """The start of the window (start, at]; none for the lifetime (0 days)."""
+    return None if window_days == 0 else at - timedelta(days=window_days)
 
 
-def _add_class_trade(book: FleetBook, rec: SignalReconciled, policy: Policy) -> FleetBook:
-    """The book with the trade in its class's window (one day touched, whole days evicted)."""
+def _add_class_trade(
+    book: FleetBook, rec: SignalReconciled, policy: Policy, fleet: FleetState
+) -> FleetBook:
+    """The book with the trade in its class's window (one day touched, whole days evicted),
+    under the regime in force when it was signalled."""
     if rec.strategy_class is None:
         return book
     trade = ClassTrade(
         signal_id=rec.signal_id,
         exit_ts=rec.exit_ts,
         pnl_bps=rec.realized_pnl_bps,
-        regime=rec.regime,
+        regime=rec.regime or regime_at(fleet, signal_time(rec)),
     )
     days = book.class_trades.get(rec.strategy_class, {})
     day = day_of(trade.exit_ts)
     bucket = days.get(day)
     days = put_day(days, day, ClassDay.of((trade,)) if bucket is None else bucket.with_fact(trade))
-    start = _window_start(policy, rec.exit_ts)
+    start = _window_start(rec.exit_ts, policy.thresholds.window_days)
     if start is not None:
         days = evict_days(days, start)
     return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: days}})
@@ -114,6 +144,7 @@ def _judge_class(
         sum(a.stats.cost_usd for a in members),
         at,
         policy,
+        policy.class_regimes.get(strategy_class, ()),
     )
     kills = strategy_kill_events(evaluate_class(inputs, policy), fleet.kills, at, cause.event_id)
     if kills:
@@ -121,20 +152,52 @@ def _judge_class(
     return book, list(kills)
 
 
+def _newest(book: FleetBook, at: datetime) -> datetime:
+    """Where the fleet's windows end: at the newest exit the book holds, if later than `at`
+    (a trade that arrives after later ones, another symbol's prices lagging, does not hide
+    them)."""
+    return max(at, book.portfolio.watermark or at)
+
+
+def deployed_drawdown_bps(book: FleetBook, at: datetime, window_days: int) -> float:
+    """The deployed portfolio's current drawdown from its running peak over the window
+    ending at `at` (0: lifetime): what the breach judges."""
+    return drawdown_bps(book.deployed, _window_start(at, window_days), at)
+
+
+def contribution_bps(book: FleetBook, at: datetime, window_days: int) -> dict[str, float]:
+    """Each agent's leave-one-out contribution over the window ending at `at` (0: lifetime):
+    the deployed portfolio's PnL minus that of the same portfolio with the agent's weight
+    left in cash, which is the agent's weighted PnL. Exact for `at` at or after the newest
+    exit booked (earlier windows may lack evicted trades)."""
+    return contributions_bps(book.deployed, _window_start(at, window_days), at)
+
+
 def _check_breach(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    # Over every trade the book holds, up to the newest exit: a trade that arrives after
-    # later ones (another symbol's prices lag) does not hide them from the breach.
-    newest = max(at, book.portfolio.watermark or at)
-    drawdown_bps = window_drawdown_bps(book.portfolio, newest, policy.thresholds.window_days)
-    decisions = {name: Decision.PROMOTE for name in book.promoted if name not in book.breach_killed}
-    kills = breach_kills(drawdown_bps, decisions, fleet.kills, policy, at, cause.event_id)
-    if kills:
-        book = book.model_copy(
-            update={"breach_killed": (*book.breach_killed, *(k.target for k in kills))}
-        )
-    return book, list(kills)
+    days = policy.thresholds.window_days
+    newest = _newest(book, at)
+    drawdown = deployed_drawdown_bps(book, newest, days)
+    decisions = {
+        name: Decision.PROMOTE for name in book.promoted if name not in book.breach_pending
+    }
+    targets = breach_targets(drawdown, decisions, fleet.kills, policy, at)
+    if not targets:
+        return book, []
+    attribution = attribute_drawdown(book.deployed, _window_start(newest, days), newest)
+    evidence = BreachEvidence(
+        drawdown_bps=drawdown,
+        limit_bps=policy.thresholds.max_drawdown_bps,
+        peak_at=attribution.peak_at,
+        trough_at=attribution.trough_at,
+        peak_to_trough_bps=attribution.peak_to_trough_bps,
+        attribution_bps=attribution.by_agent_bps,
+        fleet_max_drawdown_bps=window_drawdown_bps(book.portfolio, newest, days),
+    )
+    kills = breach_kills(targets, evidence, at, cause.event_id)
+    pending = {**book.breach_pending, **{kill.target: kill.event_id for kill in kills}}
+    return book.model_copy(update={"breach_pending": pending}), list(kills)
 
 
 def _reallocate(
@@ -157,23 +220,40 @@ def _reallocate(
     book = book.model_copy(update={"rebalanced_at": at if last is None else max(last, at)})
     if not allocation_changed(book.allocation, allocation(None)):
         return book, []
-    # Capital at risk needs the portfolio CVaR, a tail over the whole window: computed only
-    # for an allocation that is emitted.
-    result = allocation(window_cvar95_bps(book.portfolio, at, policy.thresholds.window_days))
-    return book.model_copy(update={"allocation": result}), [
-        allocation_event(result, at, cause.event_id)
+    # Capital at risk needs the portfolio CVaR, a tail over the whole window, and the report
+    # the contributions: computed only for an allocation that is emitted.
+    days = policy.thresholds.window_days
+    result = allocation(window_cvar95_bps(book.portfolio, at, days))
+    history = with_weights(
+        book.weights_in_force,
+        at,
+        result.weights,
+        weights_kept_from(_horizon(book, policy), policy.thresholds.focus_horizon_hours),
+    )
+    contributions = contribution_bps(book, _newest(book, at), days)
+    return book.model_copy(update={"allocation": result, "weights_in_force": history}), [
+        allocation_event(result, at, cause.event_id, contributions)
     ]
+
+
+def _horizon(book: FleetBook, policy: Policy) -> datetime | None:
+    """The portfolio window's horizon: trades exiting at or before it are no longer booked."""
+    watermark = book.portfolio.watermark
+    return None if watermark is None else _window_start(watermark, policy.thresholds.window_days)
 
 
 def _book_trade(
     book: FleetBook, trade: SignalReconciled, fleet: FleetState
 ) -> tuple[FleetBook, list[Event]]:
-    """Add a focus-horizon trade to the portfolio and its class; judge breach and class."""
+    """Add a focus-horizon trade to both portfolios and its class; judge breach and class."""
     policy = policy_at(fleet, trade.ts)
     portfolio = apply_event(book.portfolio, trade, policy.thresholds)
     if portfolio is book.portfolio:
-        return book, []  # duplicate, or not the focus horizon
-    book = _add_class_trade(book.model_copy(update={"portfolio": portfolio}), trade, policy)
+        return book, []  # duplicate, late, or not the focus horizon
+    book = book.model_copy(update={"portfolio": portfolio})
+    weight = weights_at(book.weights_in_force, signal_time(trade)).get(trade.agent, 0.0)
+    deployed = with_deployed(book.deployed, DeployedTrade.of(trade, weight), _horizon(book, policy))
+    book = _add_class_trade(book.model_copy(update={"deployed": deployed}), trade, policy, fleet)
     at = trade.ts
     book, kills = _check_breach(book, policy, fleet, at, trade)
     if trade.strategy_class is None:
@@ -197,17 +277,9 @@ def apply_fleet_input(
         if known is not None and known.seq >= event.seq:
             return book, []  # an older or repeated assessment
         urgent = known is None or known.decision != event.decision
-        breach_killed = tuple(
-            name
-            for name in book.breach_killed
-            if name != event.agent or event.decision in (Decision.PROMOTE, Decision.KILLED)
-        )
+        promoted = _promoted(book.promoted, event)
         book = book.model_copy(
-            update={
-                "agents": {**book.agents, event.agent: event},
-                "breach_killed": breach_killed,
-                "promoted": _promoted(book.promoted, event),
-            }
+            update={"agents": {**book.agents, event.agent: event}, "promoted": promoted}
         )
         book, emitted = _with_trial(book, event.strategy_class, event.agent, at)
         # After the assessment it caused, so a breach the trade deepens judges the fresh
@@ -215,14 +287,28 @@ def apply_fleet_input(
         if event.trade is not None:
             book, booked = _book_trade(book, event.trade, fleet)
             emitted += booked
+        elif event.agent in promoted and (known is None or known.decision != Decision.PROMOTE):
+            # Promoted by a run: a breach in force stops it now, not at its next trade.
+            book, kills = _check_breach(book, policy, fleet, at, event)
+            emitted += kills
     elif isinstance(event, RegimeChanged | PolicyUpdated | KillFact):
         urgent = True  # `fleet` already holds the change
+        if isinstance(event, KillFact) and event.target in book.breach_pending:
+            book = _kill_returned(book, event)
     else:
         return book, []
     if not (urgent or _rebalance_due(book, policy, at)):
         return book, emitted
     book, allocation = _reallocate(book, policy, fleet, at, event)
     return book, emitted + allocation
+
+
+def _kill_returned(book: FleetBook, fact: KillFact) -> FleetBook:
+    """Forget a breach kill once it is back on the input: the kill list now holds it."""
+    if book.breach_pending.get(fact.target) != fact.event_id:
+        return book
+    pending = {name: kill for name, kill in book.breach_pending.items() if name != fact.target}
+    return book.model_copy(update={"breach_pending": pending})
 
 
 def _with_trial(

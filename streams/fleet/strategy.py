@@ -13,8 +13,11 @@ The four conditions (SPEC section 6), each with the evidence it was judged on:
   max(0, pnl_sum_bps) / 10 000 x `order_risk_budget_usd`.
 - `regime_mismatch`: losses are concentrated in regimes the class was not meant
   for: at least `MIN_MISMATCHED_LOSSES` losing trades there, carrying at least
-  `strategy_mismatch_share` of the class's loss in bps. Its intended regimes
-  are given, or else the regimes where its net PnL is positive.
+  `strategy_mismatch_share` of the class's loss in bps. A trade's regime is the one
+  in force at its signal's time (the signal's own, else the `regimes` log's); the
+  regimes a class is meant for are declared in policy `class_regimes`. Without a
+  declaration there is nothing to mismatch, so the condition cannot hold (and its
+  evidence says so); a loss in an unknown regime is not counted as outside.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from streams.core.kill_facts import kill_fact
 from streams.core.kill_list import KillList
 
 MIN_MISMATCHED_LOSSES = 2
-# The regime label of trades whose regime was not recorded; never an intended regime by default.
+# The regime label of trades whose regime is not known: neither meant for nor outside.
 UNKNOWN_REGIME = "UNKNOWN"
 
 
@@ -127,7 +130,7 @@ class ClassInputs(WireModel):
     pnl_by_regime: dict[str, float] = Field(default_factory=dict)
     loss_bps_by_regime: dict[str, float] = Field(default_factory=dict)  # sizes, >= 0
     losses_by_regime: dict[str, int] = Field(default_factory=dict)
-    intended_regimes: tuple[str, ...] | None = None
+    intended_regimes: tuple[str, ...] = ()  # from policy `class_regimes`; () = none declared
 
 
 class ConditionResult(WireModel):
@@ -153,7 +156,7 @@ def summarise_class(
     cost_usd: float,
     at: datetime,
     policy: Policy,
-    intended_regimes: Iterable[str] | None = None,
+    intended_regimes: Iterable[str] = (),
 ) -> ClassInputs:
     """Summarise a class's trades in its rolling window (`window_days` ending at `at`)
     into the inputs of the conditions.
@@ -178,7 +181,7 @@ def summarise_class(
         pnl_by_regime=dict(sorted(window.pnl_by_regime.items())),
         loss_bps_by_regime=dict(sorted(window.loss_bps_by_regime.items())),
         losses_by_regime=dict(sorted(window.losses_by_regime.items())),
-        intended_regimes=None if intended_regimes is None else tuple(sorted(intended_regimes)),
+        intended_regimes=tuple(sorted(intended_regimes)),
     )
 
 
@@ -220,12 +223,18 @@ def _cost_exceeds_value(inputs: ClassInputs, policy: Policy) -> ConditionResult:
 
 def _regime_mismatch(inputs: ClassInputs, policy: Policy) -> ConditionResult:
     share_needed = policy.thresholds.strategy_mismatch_share
-    if inputs.intended_regimes is not None:
-        intended = sorted(inputs.intended_regimes)
-    else:
-        intended = sorted(r for r, pnl in inputs.pnl_by_regime.items() if pnl > 0)
+    intended = sorted(inputs.intended_regimes)
     total = math.fsum(inputs.loss_bps_by_regime.values())
-    outside = [r for r in inputs.loss_bps_by_regime if r not in intended]
+    if not intended:
+        return ConditionResult(
+            holds=False,
+            evidence={
+                "intended_regimes": [],
+                "total_loss_bps": total,
+                "note": f"no intended regimes declared for class {inputs.strategy_class}",
+            },
+        )
+    outside = [r for r in inputs.loss_bps_by_regime if r not in intended and r != UNKNOWN_REGIME]
     mismatched = math.fsum(inputs.loss_bps_by_regime[r] for r in outside)
     count = sum(inputs.losses_by_regime.get(r, 0) for r in outside)
     share = mismatched / total if total > 0 else 0.0

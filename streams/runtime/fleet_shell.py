@@ -30,10 +30,12 @@ from streams.runtime.outputs import FaustTopics, Handlers, send_events
 from streams.runtime.processor_shell import ProcessorShell
 
 GATE_KEY = b"gate"
-# Portfolio window, class trades (per day) and agent assessments (per agent) are stored
-# apart from the head (see streams.runtime.sharded_store).
+# Portfolio window, deployed trades, weights in force and class trades (per day) and agent
+# assessments (per agent) are stored apart from the head (see streams.runtime.sharded_store).
 FLEET_SHARDS = {
     **{f"portfolio.{path}": how for path, how in STATS_SHARDS.items()},
+    "deployed": "days",
+    "weights_in_force": "day:ts",
     "class_trades.*": "days",
     "agents": "key",
 }

@@ -1,4 +1,5 @@
-"""The fleet fold: allocation under the regime cap, breach kills, strategy-class kills."""
+"""The fleet fold: allocation under the regime cap, the deployed portfolio (breach kills,
+contributions), strategy-class kills."""
 
 from __future__ import annotations
 
@@ -28,10 +29,17 @@ from schemas.events import (
 from schemas.policy import Policy, Thresholds
 from schemas.stats import AgentStats
 from streams.agents.assess import AgentState, apply_agent_event
+from streams.agents.stats import window_drawdown_bps
 from streams.core.fleet_state import FleetState, apply_fleet_event
-from streams.fleet.book import FleetBook, apply_fleet_input
+from streams.fleet.book import (
+    FleetBook,
+    apply_fleet_input,
+    contribution_bps,
+    deployed_drawdown_bps,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 POLICY = Policy()
@@ -292,53 +300,255 @@ def test_weights_are_non_negative_and_sum_to_the_regime_cap(
     assert book.allocation.weights == allocations[-1].weights
 
 
-# Drawdown breach
+# Drawdown breach: the portfolio as deployed
+
+# Cap 1 from before the tests' first allocation: the weights are the shares of quality.
+RISK_ON = regime_change(T0 - DAY, "RISK_ON")
+
+
+def kill_targets(events: Iterable[Event]) -> list[str]:
+    return sorted(kill.target for kill in of_type(events, AgentKilled))
+
+
+def policy_fact(at: datetime, **fields: Any) -> PolicyUpdated:
+    return PolicyUpdated.create(ts=at, producer="t", **fields)
 
 
 def test_a_breach_kills_each_promoted_agent_exactly_once() -> None:
+    fleet = fleet_with(RISK_ON)
     agents = [
         assessed("a", T0, decision=Decision.PROMOTE),
         assessed("b", T0, decision=Decision.PROMOTE),
-        assessed("c", T0, decision=Decision.HOLD),
+        assessed("c", T0, pnl=-10.0),  # HOLD, no weight
     ]
-    book, _ = feed(agents)
+    book, _ = feed(agents, fleet=fleet)  # a and b at 0.5 each from T0
 
-    # Cumulative drawdown 100, 200: below the 250 bps limit.
+    # a's losses, signalled after T0, at half weight: 100, then 200 bps below the peak.
     book, emitted = feed(
-        [reconciled(-100.0, T0 + HOUR), reconciled(-100.0, T0 + 2 * HOUR)], book=book
+        [reconciled(-200.0, T0 + DAY + HOUR), reconciled(-200.0, T0 + DAY + 2 * HOUR)],
+        fleet=fleet,
+        book=book,
     )
-    assert of_type(emitted, AgentKilled) == []
+    assert kill_targets(emitted) == []
 
     # 260 bps: over the limit.
-    book, emitted = feed([reconciled(-60.0, T0 + 3 * HOUR)], book=book)
+    book, emitted = feed([reconciled(-120.0, T0 + DAY + 3 * HOUR)], fleet=fleet, book=book)
     kills = of_type(emitted, AgentKilled)
-    assert sorted(kill.target for kill in kills) == ["a", "b"]
+    assert kill_targets(kills) == ["a", "b"]
     assert {kill.source for kill in kills} == {"breach"}
-    assert all("250.0 bps" in kill.reason for kill in kills)
+    assert all("drawdown 260.0 bps >= 250.0 bps" in kill.reason for kill in kills)
 
     # Still over the limit, the kills not yet on the kill list: no second kill.
-    book, emitted = feed([reconciled(-10.0, T0 + 4 * HOUR)], book=book)
-    assert of_type(emitted, AgentKilled) == []
+    book, emitted = feed([reconciled(-10.0, T0 + DAY + 4 * HOUR)], fleet=fleet, book=book)
+    assert kill_targets(emitted) == []
 
     # The kills folded: still none.
-    _, emitted = feed([reconciled(-10.0, T0 + 5 * HOUR)], fleet=fleet_with(*kills), book=book)
-    assert of_type(emitted, AgentKilled) == []
+    _, emitted = feed(
+        [reconciled(-10.0, T0 + DAY + 5 * HOUR)], fleet=fleet_with(*kills, fleet=fleet), book=book
+    )
+    assert kill_targets(emitted) == []
 
 
 def test_a_breach_with_no_promoted_agent_kills_nobody() -> None:
-    book, _ = feed([assessed("c", T0, decision=Decision.HOLD)])
+    fleet = fleet_with(RISK_ON)
+    book, _ = feed([assessed("c", T0, decision=Decision.HOLD)], fleet=fleet)
 
-    _, emitted = feed([reconciled(-300.0, T0 + HOUR)], book=book)
+    book, emitted = feed([reconciled(-300.0, T0 + DAY + HOUR, agent="c")], fleet=fleet, book=book)
 
-    assert of_type(emitted, AgentKilled) == []
+    assert deployed_drawdown_bps(book, T0 + DAY + HOUR, 30) == pytest.approx(300.0)
+    assert kill_targets(emitted) == []
+
+
+def test_many_small_weight_losers_breach_only_when_the_deployed_loss_does() -> None:
+    fleet = fleet_with(RISK_ON)
+    names = [f"agent-{k}" for k in range(10)]
+    book, _ = feed([assessed(name, T0, decision=Decision.PROMOTE) for name in names], fleet=fleet)
+
+    # Each loses 100 bps at a weight of 0.1: the fleet sum is 1,000 bps down (what the old,
+    # unweighted rule acted on), the deployed portfolio 100.
+    first = T0 + DAY + HOUR
+    book, emitted = feed(
+        [reconciled(-100.0, first, agent=n) for n in names], fleet=fleet, book=book
+    )
+    assert kill_targets(emitted) == []
+    assert window_drawdown_bps(book.portfolio, first, 30) == pytest.approx(1000.0)
+    assert deployed_drawdown_bps(book, first, 30) == pytest.approx(100.0)
+
+    # 200 bps more each: the deployed portfolio crosses 250 bps at the eighth (100 + 8 x 20).
+    second = T0 + DAY + 2 * HOUR
+    book, emitted = feed(
+        [reconciled(-200.0, second, agent=n) for n in names], fleet=fleet, book=book
+    )
+    kills = of_type(emitted, AgentKilled)
+    assert kill_targets(kills) == names
+    assert deployed_drawdown_bps(book, second, 30) == pytest.approx(300.0)
+    assert kills[0].evidence["drawdown_bps"] == pytest.approx(260.0)
+
+
+@pytest.mark.parametrize(
+    ("signalled", "deployed_loss"),
+    [(T0 + HOUR, 300.0), (T0 + 3 * HOUR, 60.0)],
+    ids=["signalled-at-weight-1", "signalled-at-weight-0.2"],
+)
+def test_a_trade_carries_the_weight_in_force_when_it_was_signalled(
+    signalled: datetime, deployed_loss: float
+) -> None:
+    risk_off = regime_change(T0 + 2 * HOUR, "RISK_OFF")
+    fleet = fleet_with(RISK_ON, risk_off)
+    book, emitted = feed([assessed("a", T0, decision=Decision.PROMOTE), risk_off], fleet=fleet)
+    assert [allocation.weights for allocation in of_type(emitted, AllocationUpdated)] == [
+        {"a": pytest.approx(1.0)},
+        {"a": pytest.approx(0.2)},
+    ]
+
+    # It exits a day after its signal, when the weight is 0.2 either way.
+    exit_ts = signalled + DAY
+    book, emitted = feed([reconciled(-300.0, exit_ts)], fleet=fleet, book=book)
+
+    assert deployed_drawdown_bps(book, exit_ts, 30) == pytest.approx(deployed_loss)
+    assert kill_targets(emitted) == (["a"] if deployed_loss >= 250.0 else [])
+
+
+def test_a_fleet_all_in_cash_never_breaches() -> None:
+    # RISK_OFF deploys nothing under this policy: every weight is 0.
+    fleet = fleet_with(
+        policy_fact(T0 - DAY, regime_caps={"RISK_OFF": 0.0}), regime_change(T0 - DAY, "RISK_OFF")
+    )
+    book, emitted = feed(
+        [assessed(name, T0, decision=Decision.PROMOTE) for name in "ab"], fleet=fleet
+    )
+    assert of_type(emitted, AllocationUpdated)[-1].cash_weight == 1.0
+
+    end = T0 + DAY + 5 * HOUR
+    losses = [
+        reconciled(-500.0, T0 + DAY + k * HOUR, agent=name) for k in range(1, 6) for name in "ab"
+    ]
+    book, emitted = feed(losses, fleet=fleet, book=book)
+
+    assert kill_targets(emitted) == []
+    assert window_drawdown_bps(book.portfolio, end, 30) == pytest.approx(5000.0)
+    assert deployed_drawdown_bps(book, end, 30) == 0.0
+    assert contribution_bps(book, end, 30) == {"a": 0.0, "b": 0.0}
+
+
+def test_promotions_stand_again_once_the_deployed_series_recovers() -> None:
+    fleet = fleet_with(RISK_ON)
+    book, _ = feed([assessed("a", T0, decision=Decision.PROMOTE), assessed("h", T0)], fleet=fleet)
+
+    # h (HOLD, weight 0.5) loses 600 bps: the deployed portfolio is 300 below its peak.
+    loss = reconciled(-600.0, T0 + DAY + HOUR, agent="h")
+    book, emitted = feed([loss], fleet=fleet, book=book)
+    assert kill_targets(emitted) == ["a"]
+
+    # Promoted by a run while the breach lasts: killed at once, not at its next trade.
+    book, emitted = feed(
+        [assessed("n", T0 + DAY + 90 * MINUTE, decision=Decision.PROMOTE)], fleet=fleet, book=book
+    )
+    assert kill_targets(emitted) == ["n"]
+
+    # h earns 100 of it back (signalled at the same weights): 200 bps below the peak.
+    gain = reconciled(200.0, T0 + DAY + 2 * HOUR, agent="h")
+    book, emitted = feed([gain], fleet=fleet, book=book)
+    assert kill_targets(emitted) == []
+    assert deployed_drawdown_bps(book, gain.exit_ts, 30) == pytest.approx(200.0)
+
+    # Above the line, a promotion stands.
+    book, emitted = feed(
+        [assessed("m", T0 + DAY + 3 * HOUR, decision=Decision.PROMOTE)], fleet=fleet, book=book
+    )
+    assert kill_targets(emitted) == []
+    assert "m" in book.promoted
+
+
+def test_the_breach_attributes_the_drawdown_from_peak_to_trough() -> None:
+    fleet = fleet_with(RISK_ON)
+    book, _ = feed([assessed(name, T0, decision=Decision.PROMOTE) for name in "abc"], fleet=fleet)
+    exits = [T0 + DAY + k * HOUR for k in range(1, 5)]
+    # At a third each: +100 (the peak), -150, -50, -80: 280 bps below the peak at the last.
+    trades = [
+        reconciled(300.0, exits[0], agent="a"),
+        reconciled(-450.0, exits[1], agent="b"),
+        reconciled(-150.0, exits[2], agent="c"),
+        reconciled(-240.0, exits[3], agent="a"),
+    ]
+
+    _, emitted = feed(trades, fleet=fleet, book=book)
+
+    kills = of_type(emitted, AgentKilled)
+    assert kill_targets(kills) == ["a", "b", "c"]
+    assert {kill.ts for kill in kills} == {exits[3]}
+    evidence = kills[0].evidence
+    assert evidence["attribution_bps"] == {
+        "a": pytest.approx(-80.0),
+        "b": pytest.approx(-150.0),
+        "c": pytest.approx(-50.0),
+    }
+    assert math.fsum(evidence["attribution_bps"].values()) == pytest.approx(-280.0)
+    assert evidence["peak_to_trough_bps"] == pytest.approx(280.0)
+    assert evidence["drawdown_bps"] == pytest.approx(280.0)
+    assert datetime.fromisoformat(evidence["peak_at"]) == exits[0]
+    assert datetime.fromisoformat(evidence["trough_at"]) == exits[3]
+    # The unweighted fleet: +300, then 840 down. Reported, not what fired.
+    assert evidence["fleet_max_drawdown_bps"] == pytest.approx(840.0)
+    assert "most from b -150.0 bps, a -80.0 bps, c -50.0 bps" in kills[0].reason
+
+
+# Contribution
+
+
+def test_contribution_is_the_portfolio_minus_the_portfolio_without_the_agent() -> None:
+    end = T0 + 45 * DAY
+    regimes = [
+        RISK_ON,
+        regime_change(T0 + 10 * DAY, "HIGH_VOL"),
+        regime_change(T0 + 25 * DAY + HOUR, "MIXED"),
+        regime_change(end, "RISK_ON"),
+    ]
+    # Quality moves every few days, so the weights do.
+    assessments = [
+        assessed(name, T0 + day * DAY + k * HOUR, pnl=100.0 + 37.0 * ((day + 5 * k) % 7))
+        for day in range(0, 45, 4)
+        for k, name in enumerate("abc")
+    ]
+    trades = [
+        reconciled(((k * 37) % 200) - 90.0, T0 + DAY + k * 7 * HOUR, agent="abc"[k % 3])
+        for k in range(1, 145)
+    ]
+    timeline = sorted([*regimes[1:], *assessments, *trades], key=lambda event: event.ts)
+
+    book, emitted = feed(timeline, fleet=fleet_with(*regimes))
+
+    allocations = of_type(emitted, AllocationUpdated)
+    assert len({tuple(sorted(a.weights.items())) for a in allocations}) > 10
+    final = allocations[-1]
+    assert final.ts == end
+
+    def weight(agent: str, at: datetime) -> float:
+        in_force = [allocation for allocation in allocations if allocation.ts <= at]
+        return in_force[-1].weights.get(agent, 0.0) if in_force else 0.0
+
+    window = [t for t in trades if t.exit_ts > end - 30 * DAY]
+    assert 0 < len(window) < len(trades)
+    deployed = [(t.agent, weight(t.agent, t.exit_ts - DAY) * t.realized_pnl_bps) for t in window]
+    portfolio = math.fsum(pnl for _, pnl in deployed)
+    expected = {
+        name: portfolio - math.fsum(pnl for other, pnl in deployed if other != name)
+        for name in "abc"
+    }
+    assert contribution_bps(book, end, 30) == pytest.approx(expected)
+    assert final.contributions == pytest.approx(expected)
 
 
 # Strategy-class kill
 
 AT = T0 + 21 * DAY  # the last trade; the three weekly periods end here
+# The class is meant for RISK_ON alone.
+DECLARED = policy_fact(T0 - DAY, class_regimes={"momentum": ("RISK_ON",)})
 
 
-def class_trades(pnls_and_regimes: list[tuple[timedelta, float, str]]) -> list[SignalReconciled]:
+def class_trades(
+    pnls_and_regimes: list[tuple[timedelta, float, str | None]],
+) -> list[SignalReconciled]:
     return [
         reconciled(pnl, AT - back, regime=regime, strategy_class="momentum")
         for back, pnl, regime in pnls_and_regimes
@@ -346,13 +556,14 @@ def class_trades(pnls_and_regimes: list[tuple[timedelta, float, str]]) -> list[S
 
 
 def test_a_class_meeting_two_conditions_is_killed_once_with_the_evidence() -> None:
-    # One loss in each of the last three weeks, all in a regime where the class never made
-    # money: losing_periods and regime_mismatch hold; no agents, no cost.
+    # One loss in each of the last three weeks, all in a regime the class is not meant
+    # for: losing_periods and regime_mismatch hold; no agents, no cost.
     trades = class_trades(
         [(20 * DAY, -10.0, "RISK_OFF"), (13 * DAY, -10.0, "RISK_OFF"), (0 * DAY, -10.0, "RISK_OFF")]
     )
+    fleet = fleet_with(DECLARED)
 
-    book, emitted = feed(trades)
+    book, emitted = feed(trades, fleet=fleet)
 
     [kill] = of_type(emitted, StrategyKilled)
     assert (kill.target, kill.source, kill.ts) == ("momentum", "auto", AT)
@@ -361,33 +572,60 @@ def test_a_class_meeting_two_conditions_is_killed_once_with_the_evidence() -> No
     assert holding == {"losing_periods", "regime_mismatch"}
     assert kill.evidence["losing_periods"]["evidence"]["period_pnls_bps"] == [-10.0, -10.0, -10.0]
     assert kill.evidence["regime_mismatch"]["evidence"]["share"] == 1.0
+    assert kill.evidence["regime_mismatch"]["evidence"]["intended_regimes"] == ["RISK_ON"]
 
     # Another loss before the kill reaches the kill list: no second kill.
     _, emitted = feed(
-        [reconciled(-5.0, AT + HOUR, regime="RISK_OFF", strategy_class="momentum")], book=book
+        [reconciled(-5.0, AT + HOUR, regime="RISK_OFF", strategy_class="momentum")],
+        fleet=fleet,
+        book=book,
     )
     assert of_type(emitted, StrategyKilled) == []
+
+
+def test_without_declared_regimes_no_loss_is_a_regime_mismatch() -> None:
+    # The same losses, under the default policy (no class_regimes), and signals that
+    # carry no regime at all: only losing_periods holds.
+    for regime in ("RISK_OFF", None):
+        trades = class_trades(
+            [(20 * DAY, -10.0, regime), (13 * DAY, -10.0, regime), (0 * DAY, -10.0, regime)]
+        )
+
+        _, emitted = feed(trades)
+
+        assert of_type(emitted, StrategyKilled) == []
+
+
+def test_a_signal_without_a_regime_is_judged_in_the_regime_of_its_signal_time() -> None:
+    # RISK_OFF until 12 h before the last exit, RISK_ON after: every signal (a day before
+    # its exit) was made in RISK_OFF, so all three losses are outside RISK_ON.
+    regimes = (regime_change(T0 - DAY, "RISK_OFF"), regime_change(AT - 12 * HOUR, "RISK_ON"))
+    trades = class_trades(
+        [(20 * DAY, -10.0, None), (13 * DAY, -10.0, None), (0 * DAY, -10.0, None)]
+    )
+
+    _, emitted = feed(trades, fleet=fleet_with(DECLARED, *regimes))
+
+    [kill] = of_type(emitted, StrategyKilled)
+    mismatch = kill.evidence["regime_mismatch"]
+    assert mismatch["holds"]
+    assert mismatch["evidence"]["mismatched_losses"] == 3
 
 
 @pytest.mark.parametrize(
     "trades",
     [
-        # Only losing_periods: the class earns in RISK_ON, where its losses are.
-        [
-            (25 * DAY, 500.0, "RISK_ON"),
-            (20 * DAY, -10.0, "RISK_ON"),
-            (13 * DAY, -10.0, "RISK_ON"),
-            (0 * DAY, -10.0, "RISK_ON"),
-        ],
+        # Only losing_periods: its losses are in RISK_ON, the regime it is meant for.
+        [(20 * DAY, -10.0, "RISK_ON"), (13 * DAY, -10.0, "RISK_ON"), (0 * DAY, -10.0, "RISK_ON")],
         # Only regime_mismatch: no loss in the middle week.
         [(20 * DAY, -10.0, "RISK_OFF"), (6 * DAY, -10.0, "RISK_OFF"), (0 * DAY, -10.0, "RISK_OFF")],
     ],
     ids=["losing_periods", "regime_mismatch"],
 )
 def test_a_class_meeting_one_condition_is_spared(
-    trades: list[tuple[timedelta, float, str]],
+    trades: list[tuple[timedelta, float, str | None]],
 ) -> None:
-    _, emitted = feed(class_trades(trades))
+    _, emitted = feed(class_trades(trades), fleet=fleet_with(DECLARED))
 
     assert of_type(emitted, StrategyKilled) == []
 
@@ -398,7 +636,7 @@ def test_a_class_already_on_the_kill_list_is_not_killed_again() -> None:
         [(20 * DAY, -10.0, "RISK_OFF"), (13 * DAY, -10.0, "RISK_OFF"), (0 * DAY, -10.0, "RISK_OFF")]
     )
 
-    _, emitted = feed(trades, fleet=fleet_with(on_list))
+    _, emitted = feed(trades, fleet=fleet_with(DECLARED, on_list))
 
     assert of_type(emitted, StrategyKilled) == []
 
@@ -418,9 +656,8 @@ def test_a_newer_assessment_with_the_same_watermark_reaches_the_fleet() -> None:
     )
     # Verdicts on the first trades: no evidence minimums.
     fleet = fleet_with(
-        PolicyUpdated.create(
-            ts=T0 - DAY,
-            producer="t",
+        policy_fact(
+            T0 - DAY,
             thresholds=Thresholds(kill_min_trades=0, kill_min_runs=0, promote_min_trades=0),
         )
     )

@@ -199,8 +199,9 @@ def test_change_detection() -> None:
 
 def test_allocation_event() -> None:
     result = run({"a": stats()}, regime="HIGH_VOL")
-    event = allocation_event(result, AT, "cause-1")
+    event = allocation_event(result, AT, "cause-1", {"a": 12.5})
     assert event.event_id == derived_event_id("allocation", "cause-1")
+    assert event.contributions == {"a": 12.5}
     assert (event.weights, event.regime, event.regime_cap) == ({"a": 0.35}, "HIGH_VOL", 0.35)
     assert event.cash_weight == pytest.approx(0.65)
     assert event.capital["cvar_basis"] == "nav_fraction"

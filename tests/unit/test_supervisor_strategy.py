@@ -36,6 +36,7 @@ CALM = ClassInputs(
     pnl_by_regime={"RISK_ON": 80.0, "RISK_OFF": -30.0},
     loss_bps_by_regime={"RISK_ON": 40.0, "RISK_OFF": 30.0},
     losses_by_regime={"RISK_ON": 4, "RISK_OFF": 3},
+    intended_regimes=("RISK_ON",),  # as policy `class_regimes` declares it
 )
 Change = Mapping[str, object]
 LOSING: Change = {"period_pnls_bps": (-1.0, -5.0, -5.0)}
@@ -92,10 +93,32 @@ def test_mismatch_needs_repeated_losses() -> None:
     assert verdict_for(once) == []
 
 
-def test_given_intended_regimes_replace_the_default() -> None:
+def test_the_declared_regimes_decide_what_is_outside() -> None:
     # Meant for RISK_OFF only: the 40 bps lost in RISK_ON are 57 % of 70, below 60 %.
     assert verdict_for({"intended_regimes": ("RISK_OFF",)}) == []
     assert verdict_for({"intended_regimes": ("HIGH_VOL",)}) == ["regime_mismatch"]
+
+
+def test_without_declared_regimes_the_mismatch_cannot_hold_and_says_so() -> None:
+    # Every loss outside RISK_ON, but nothing declared: no regime is outside.
+    undeclared = CALM.model_copy(update={**MISMATCHED, "intended_regimes": ()})
+    result = evaluate_class(undeclared, POLICY).conditions["regime_mismatch"]
+    assert not result.holds
+    assert result.evidence["note"] == "no intended regimes declared for class momentum"
+
+
+def test_losses_in_an_unknown_regime_are_not_outside() -> None:
+    # 50 of 70 bps lost where the regime was not known: neither meant for nor outside.
+    unknown = {
+        "loss_bps_by_regime": {"RISK_ON": 20.0, "UNKNOWN": 50.0},
+        "losses_by_regime": {"RISK_ON": 2, "UNKNOWN": 5},
+    }
+    assert verdict_for(unknown) == []
+    known = {
+        "loss_bps_by_regime": {"RISK_ON": 20.0, "RISK_OFF": 50.0},
+        "losses_by_regime": {"RISK_ON": 2, "RISK_OFF": 5},
+    }
+    assert verdict_for(known) == ["regime_mismatch"]
 
 
 def class_days(trades: list[ClassTrade]) -> dict[str, ClassDay]:
@@ -124,13 +147,16 @@ def test_summarise_buckets_trades_into_periods() -> None:
         trade(AT + timedelta(seconds=1), 100.0, "RISK_ON"),  # after AT: not yet
         trade(AT - 5 * WEEK, -50.0, "RISK_ON"),  # before the window
     ]
-    inputs = summarise_class("momentum", class_days(trades), {"b": 0.9, "a": 1.0}, 2.0, AT, POLICY)
+    inputs = summarise_class(
+        "momentum", class_days(trades), {"b": 0.9, "a": 1.0}, 2.0, AT, POLICY, ("RISK_ON",)
+    )
     assert inputs.period_pnls_bps == (-8.0, -4.0, -3.0)
     assert inputs.pnl_sum_bps == pytest.approx(5.0)
     assert inputs.pnl_by_regime == {"RISK_OFF": 12.0, "RISK_ON": -3.0, "UNKNOWN": -4.0}
     assert inputs.loss_bps_by_regime == {"RISK_OFF": 8.0, "RISK_ON": 3.0, "UNKNOWN": 4.0}
     assert inputs.losses_by_regime == {"RISK_OFF": 1, "RISK_ON": 2, "UNKNOWN": 1}
     assert list(inputs.agent_mults) == ["a", "b"]
+    assert inputs.intended_regimes == ("RISK_ON",)
     assert evaluate_class(inputs, POLICY).conditions["losing_periods"].holds
 
 
