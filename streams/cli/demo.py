@@ -37,7 +37,7 @@ class Demo:
         self.progress_path = data_dir / "demo-progress.json"
         self.speed = speed
         self.say = say
-        self.desk = Desk()
+        self.desk = Desk([])
         self.now = datetime(1970, 1, 1, tzinfo=UTC)
         client.clock = lambda: self.now
 
@@ -53,7 +53,7 @@ class Demo:
         run_id = run_id_of(agent, self.now)
         try:
             async with self.client.run(agent.name, agent.strategy_class, run_id=run_id) as run:
-                signal = act(agent, run, self.desk.history)
+                signal = act(agent, run, self.desk.market())
                 if signal is not None:
                     await self.client.publish(signal)
         except AgentKilledError:
@@ -65,6 +65,7 @@ class Demo:
         prices: list[PriceObserved] = list(
             price_events(DEMO_CSV, producer=PRODUCER, source="bitfinex")
         )
+        self.desk = Desk([price.price for price in prices])
         resume = self.resume_after()
         if resume is None:
             await self.client.publish(self.signer.sign(desk_policy(prices[0].ts)))

@@ -1,15 +1,19 @@
-"""The demo's simulated desk: ten agents of five strategy classes on real BTC prices.
+"""The demo's simulated desk: ten agents of six strategy classes on real BTC prices.
 
 Pure and deterministic (randomness is seeded by agent and simulated time), so the live
 demo (`streams.cli.demo`, through the real SDK and broker) and its in-memory replay
 (`streams.demo.replay`, which shows what the default policy makes of this fleet)
 produce the same source events.
 
-The agents are built to look like a real desk, not to flatter the supervisor: trend
-followers and mean reverters that win and lose with the market, a coin flip as the
-baseline every desk should keep, LLM agents that cost money, one whose JSON parsing
-fails now and then, one that breaks often, and a research agent whose deep-dive days
-burn through the desk's daily LLM budget. A regime feed derived from the same prices
+The agents are built to look like a real desk, not to flatter the supervisor: a trend
+follower and a mean reverter with no edge that win and lose with the market, a coin
+flip as the baseline every desk should keep, and LLM agents that cost money, with a
+simulated edge of varying size (a simulator grants one by looking ahead; a desk runs
+agents that passed an offline evaluation), one whose JSON parsing fails now and then,
+one that breaks often, and a research agent whose deep-dive days burn through the
+desk's daily LLM budget. Even an edge of 0.62 on BTC's daily direction loses its first
+ten trades' sum below the -150 bps kill line now and then: BTC moves about 300 bps a
+day, so ten trades' PnL has a spread near 950 bps. A regime feed derived from the same prices
 (trend and realized volatility of the last week) is published as `regime.changed`, so
 allocation caps and the classes' regime fit move with the market.
 """
@@ -32,9 +36,23 @@ from streams.sdk.run_context import Run
 
 History = Sequence[float]
 Call = tuple[str, float] | None
-Style = Callable[[History, random.Random], Call]
 
-RUN_EVERY_HOURS = 4
+
+@dataclass(frozen=True)
+class Market:
+    """What an agent's call may read: the closes so far and, for the simulated edge of a
+    skilled agent only, the close 24 h ahead (None near the end of the data)."""
+
+    history: History
+    ahead: float | None = None
+
+
+Style = Callable[[Market, random.Random], Call]
+
+# A 24 h call made once a day: one position at a time per agent, as a desk would size a
+# daily-horizon strategy (six overlapping 24 h positions would be one view at six times
+# the size).
+RUN_EVERY_HOURS = 24
 # Hours of prices an agent needs before its first run (the longest lookback, 72 h, plus one).
 WARM_UP_HOURS = 73
 # Regime feed: trend and daily volatility over the last week, decided at each UTC midnight.
@@ -48,51 +66,47 @@ def _change(history: History, hours: int) -> float:
 
 
 def momentum(hours: int) -> Style:
-    def call(history: History, rng: random.Random) -> Call:
-        change = _change(history, hours)
+    def call(market: Market, rng: random.Random) -> Call:
+        change = _change(market.history, hours)
         return ("LONG" if change > 0 else "SHORT"), min(0.95, 0.5 + abs(change) * 10)
 
     return call
 
 
 def mean_reversion(hours: int) -> Style:
-    def call(history: History, rng: random.Random) -> Call:
-        change = _change(history, hours)
+    def call(market: Market, rng: random.Random) -> Call:
+        change = _change(market.history, hours)
         return ("SHORT" if change > 0 else "LONG"), min(0.9, 0.5 + abs(change) * 20)
 
     return call
 
 
-def breakout(history: History, rng: random.Random) -> Call:
-    window = history[-25:-1]
-    if history[-1] > max(window):
-        return "LONG", 0.8
-    if history[-1] < min(window):
-        return "SHORT", 0.8
-    return None
-
-
-def coin_flip(history: History, rng: random.Random) -> Call:
+def coin_flip(market: Market, rng: random.Random) -> Call:
     return rng.choice(["LONG", "SHORT"]), round(rng.uniform(0.5, 0.7), 2)
 
 
 def failing(share: float, style: Style) -> Style:
     """`style`, except that a `share` of its runs fail the way LLM agents do."""
 
-    def call(history: History, rng: random.Random) -> Call:
+    def call(market: Market, rng: random.Random) -> Call:
         if rng.random() < share:
             raise RuntimeError("LLM returned unparseable JSON")
-        return style(history, rng)
+        return style(market, rng)
 
     return call
 
 
-def contrarian(style: Style) -> Style:
-    def call(history: History, rng: random.Random) -> Call:
-        made = style(history, rng)
-        if made is None:
+def skilled(hit_rate: float) -> Style:
+    """An agent with a real but modest edge: right about the next 24 h direction with
+    probability `hit_rate`. A simulator can only grant an edge by looking ahead; without
+    one, a desk has nothing worth promoting and the demo would show only kills."""
+
+    def call(market: Market, rng: random.Random) -> Call:
+        if market.ahead is None:
             return None
-        return ("SHORT" if made[0] == "LONG" else "LONG"), made[1]
+        up = market.ahead > market.history[-1]
+        right = rng.random() < hit_rate
+        return ("LONG" if up == right else "SHORT"), round(rng.uniform(0.55, 0.85), 2)
 
     return call
 
@@ -128,44 +142,64 @@ class DemoAgent:
     style: Style
     llm: LlmUsage | None = None
     offset_hours: int = 0
+    every_hours: int = RUN_EVERY_HOURS
 
     def due(self, at: datetime) -> bool:
-        return (at.hour - self.offset_hours) % RUN_EVERY_HOURS == 0
+        return (at.hour - self.offset_hours) % self.every_hours == 0
 
 
 FLEET: tuple[DemoAgent, ...] = (
     DemoAgent("momentum-24h", "momentum", momentum(24), offset_hours=0),
-    DemoAgent("momentum-72h", "momentum", momentum(72), offset_hours=1),
-    DemoAgent("meanrev-4h", "mean_reversion", mean_reversion(4), offset_hours=1),
     DemoAgent("meanrev-12h", "mean_reversion", mean_reversion(12), offset_hours=3),
-    DemoAgent("breakout-24h", "breakout", breakout, offset_hours=2),
     DemoAgent("coinflip", "baseline", coin_flip, offset_hours=3),
     DemoAgent(
         "llm-trend",
         "llm_macro",
-        failing(0.08, momentum(12)),
+        failing(0.03, skilled(0.66)),
         LlmUsage("gpt-4.1-mini"),
         offset_hours=0,
     ),
     DemoAgent(
-        "llm-contrarian",
+        "llm-macro",
         "llm_macro",
-        contrarian(momentum(24)),
-        LlmUsage("gpt-4.1"),
+        skilled(0.64),
+        LlmUsage("gpt-4.1-mini", tokens_in=(4_000, 12_000)),
+        offset_hours=4,
+    ),
+    DemoAgent(
+        "llm-news",
+        "llm_news",
+        skilled(0.62),
+        LlmUsage("gpt-4.1-nano", tokens_in=(10_000, 30_000)),
+        offset_hours=5,
+    ),
+    DemoAgent(
+        "llm-breakout",
+        "breakout",
+        skilled(0.63),
+        LlmUsage("gpt-4.1-mini"),
         offset_hours=2,
+    ),
+    DemoAgent(
+        "llm-onchain",
+        "llm_news",
+        skilled(0.65),
+        LlmUsage("gpt-4.1-nano", tokens_in=(10_000, 30_000)),
+        offset_hours=6,
     ),
     DemoAgent(
         "llm-research",
         "llm_macro",
-        momentum(48),
+        skilled(0.62),
         LlmUsage(
             "gpt-4.1",
             tokens_in=(20_000, 60_000),
             tokens_out=(1_000, 3_000),
-            deep_dive_share=0.15,
-            deep_dive_tokens_in=(200_000, 400_000),
+            deep_dive_share=0.08,
+            deep_dive_tokens_in=(300_000, 500_000),
         ),
         offset_hours=1,
+        every_hours=6,  # a research agent that polls: four runs a day, and their bills
     ),
     DemoAgent(
         "llm-flaky",
@@ -184,7 +218,9 @@ CLASS_REGIMES: dict[str, tuple[str, ...]] = {
     "breakout": ("RISK_ON", "HIGH_VOL"),
     "mean_reversion": ("MIXED",),
 }
-DAILY_BUDGET_USD = 1.0
+DAILY_BUDGET_USD = 1.5
+# Seeds every agent's randomness (with its name and the simulated time): one fixed desk.
+DESK_SEED = 6
 
 
 def regime_of(history: History) -> str | None:
@@ -238,13 +274,13 @@ def run_id_of(agent: DemoAgent, at: datetime) -> uuid.UUID:
     return derived_event_id("demo-run", agent.name, at.isoformat())
 
 
-def act(agent: DemoAgent, run: Run, history: History) -> SignalEmitted | None:
+def act(agent: DemoAgent, run: Run, market: Market) -> SignalEmitted | None:
     """One run's work: the LLM call it pays for, then its call on BTC (which may raise,
     as a failed run does)."""
-    rng = random.Random(f"{agent.name}|{run.started_at.isoformat()}")
+    rng = random.Random(f"{DESK_SEED}|{agent.name}|{run.started_at.isoformat()}")
     if agent.llm is not None:
         run.add_llm_usage(agent.llm.response(rng))
-    made = agent.style(history, rng)
+    made = agent.style(market, rng)
     return None if made is None else run.signal("BTC", made[0], made[1])
 
 
@@ -253,8 +289,14 @@ class Desk:
     """The desk's view of the market as prices pass: the history its agents read and the
     regime it has published."""
 
+    closes: Sequence[float]  # every close of the replayed series, for the skilled agents
     history: list[float] = field(default_factory=list)
     regime: str | None = None
+
+    def market(self) -> Market:
+        now = len(self.history) - 1
+        ahead = now + 24
+        return Market(self.history, self.closes[ahead] if ahead < len(self.closes) else None)
 
     def observe(self, price: PriceObserved) -> RegimeChanged | None:
         """Take the hour's price; at UTC midnight, a change of regime to publish."""

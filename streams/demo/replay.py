@@ -18,12 +18,12 @@ from projections.pipeline import InMemoryPipeline
 from schemas.envelope import Event
 from schemas.events import PolicyUpdated, PriceObserved
 from streams.core.kill_list import kill_reason
-from streams.demo.fleet import PRODUCER, DemoAgent, Desk, act, run_id_of
+from streams.demo.fleet import PRODUCER, DemoAgent, Desk, Market, act, run_id_of
 from streams.sdk.run_context import Run
 
 
 def agent_turn(
-    agent: DemoAgent, at: datetime, history: list[float], refused: str | None
+    agent: DemoAgent, at: datetime, market: Market, refused: str | None
 ) -> list[Event]:
     """The events of one scheduled run, as the SDK's run lifecycle emits them."""
     run = Run(
@@ -38,7 +38,7 @@ def agent_turn(
     if refused is not None:
         return [run.end(failed=False, skipped_reason=refused)]
     try:
-        signal = act(agent, run, history)
+        signal = act(agent, run, market)
     except RuntimeError:
         return [run.end(failed=True)]
     return [*([signal] if signal is not None else []), run.end(failed=False)]
@@ -61,12 +61,13 @@ def replay_desk(prices: Iterable[PriceObserved], policy: PolicyUpdated | None) -
     replay = DeskReplay()
     if policy is not None:
         replay.feed([policy])
-    desk = Desk()
-    for price in prices:
+    series = list(prices)
+    desk = Desk([price.price for price in series])
+    for price in series:
         regime = desk.observe(price)
         replay.feed([*([regime] if regime is not None else []), price])
         for agent in desk.due(price.ts):
             kills = replay.pipeline.facts["agent-input"].kills
             refused = kill_reason(kills, agent.name, agent.strategy_class, price.ts)
-            replay.feed(agent_turn(agent, price.ts, desk.history, refused))
+            replay.feed(agent_turn(agent, price.ts, desk.market(), refused))
     return replay

@@ -18,6 +18,11 @@ The four conditions (SPEC section 6), each with the evidence it was judged on:
   regimes a class is meant for are declared in policy `class_regimes`. Without a
   declaration there is nothing to mismatch, so the condition cannot hold (and its
   evidence says so); a loss in an unknown regime is not counted as outside.
+
+Evidence before verdicts, as for agents: a class is judged only once its window holds
+`kill_min_trades` trades spread over at least one period (`strategy_period_days` from
+its oldest trade in the window to now). A class of LLM agents two days old has cost
+more than it earned and has decaying multipliers, and that says nothing yet.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -60,9 +65,10 @@ class ClassTrade(WireModel):
 
 
 class ClassTotals(WireModel):
-    """What the conditions sum over a class's trades: PnL, and PnL, losses and their
-    count by regime."""
+    """What the conditions sum over a class's trades: their count, PnL, and PnL, losses
+    and their count by regime."""
 
+    trades: int = 0
     pnl_sum_bps: float = 0.0
     pnl_by_regime: dict[str, float] = Field(default_factory=dict)
     loss_bps_by_regime: dict[str, float] = Field(default_factory=dict)  # sizes, >= 0
@@ -73,7 +79,9 @@ class ClassTotals(WireModel):
         pnl_by_regime = dict(self.pnl_by_regime)
         loss_bps = dict(self.loss_bps_by_regime)
         losses = dict(self.losses_by_regime)
+        count = self.trades
         for trade in trades:
+            count += 1
             pnl_sum += trade.pnl_bps
             regime = trade.regime or UNKNOWN_REGIME
             pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + trade.pnl_bps
@@ -81,6 +89,7 @@ class ClassTotals(WireModel):
                 loss_bps[regime] = loss_bps.get(regime, 0.0) - trade.pnl_bps
                 losses[regime] = losses.get(regime, 0) + 1
         return ClassTotals(
+            trades=count,
             pnl_sum_bps=pnl_sum,
             pnl_by_regime=pnl_by_regime,
             loss_bps_by_regime=loss_bps,
@@ -90,10 +99,12 @@ class ClassTotals(WireModel):
     @staticmethod
     def concat(parts: Iterable[ClassTotals]) -> ClassTotals:
         pnl_sum = 0.0
+        trades = 0
         pnl_by_regime: dict[str, float] = {}
         loss_bps: dict[str, float] = {}
         losses: dict[str, int] = {}
         for part in parts:
+            trades += part.trades
             pnl_sum += part.pnl_sum_bps
             for regime, pnl in part.pnl_by_regime.items():
                 pnl_by_regime[regime] = pnl_by_regime.get(regime, 0.0) + pnl
@@ -102,6 +113,7 @@ class ClassTotals(WireModel):
             for regime, count in part.losses_by_regime.items():
                 losses[regime] = losses.get(regime, 0) + count
         return ClassTotals(
+            trades=trades,
             pnl_sum_bps=pnl_sum,
             pnl_by_regime=pnl_by_regime,
             loss_bps_by_regime=loss_bps,
@@ -123,6 +135,9 @@ class ClassInputs(WireModel):
     """Everything the four conditions look at, summarised for one class."""
 
     strategy_class: str
+    # The evidence: trades in the window, and days from its oldest trade day to now.
+    trades: int = 0
+    days_traded: int = 0
     period_pnls_bps: tuple[float, ...] = ()  # oldest first, the last one ends at `at`
     agent_mults: dict[str, float] = Field(default_factory=dict)
     cost_usd: float = 0.0
@@ -142,6 +157,8 @@ class StrategyVerdict(WireModel):
     strategy_class: str
     killed: bool
     conditions: dict[str, ConditionResult]
+    # Why the conditions do not count yet, if they do not ("not enough evidence: ...").
+    not_enough_evidence: str | None = None
 
     def reason(self) -> str:
         holding = [name for name, result in self.conditions.items() if result.holds]
@@ -172,8 +189,12 @@ def summarise_class(
         _CLASS_WINDOWS.window(days, at - (back + 1) * length, at - back * length).pnl_sum_bps
         for back in reversed(range(n))
     )
+    oldest = next((day for day in days if start is None or day >= start.date().isoformat()), None)
+    days_traded = 0 if oldest is None else (at.date() - date.fromisoformat(oldest)).days + 1
     return ClassInputs(
         strategy_class=strategy_class,
+        trades=window.trades,
+        days_traded=days_traded,
         period_pnls_bps=periods,
         agent_mults=dict(sorted(agent_mults.items())),
         cost_usd=cost_usd,
@@ -260,11 +281,24 @@ def evaluate_class(inputs: ClassInputs, policy: Policy) -> StrategyVerdict:
         "regime_mismatch": _regime_mismatch(inputs, policy),
     }
     holding = sum(result.holds for result in conditions.values())
+    missing = _missing_evidence(inputs, policy)
     return StrategyVerdict(
         strategy_class=inputs.strategy_class,
-        killed=holding >= policy.thresholds.strategy_conditions_to_kill,
+        killed=missing is None and holding >= policy.thresholds.strategy_conditions_to_kill,
         conditions=conditions,
+        not_enough_evidence=missing,
     )
+
+
+def _missing_evidence(inputs: ClassInputs, policy: Policy) -> str | None:
+    t = policy.thresholds
+    if inputs.trades < t.kill_min_trades:
+        return f"not enough evidence: {inputs.trades} of {t.kill_min_trades} trades"
+    if inputs.days_traded < t.strategy_period_days:
+        return (
+            f"not enough evidence: traded {inputs.days_traded} of {t.strategy_period_days} days"
+        )
+    return None
 
 
 def strategy_kill_events(

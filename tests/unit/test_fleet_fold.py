@@ -542,8 +542,12 @@ def test_contribution_is_the_portfolio_minus_the_portfolio_without_the_agent() -
 # Strategy-class kill
 
 AT = T0 + 21 * DAY  # the last trade; the three weekly periods end here
-# The class is meant for RISK_ON alone.
-DECLARED = policy_fact(T0 - DAY, class_regimes={"momentum": ("RISK_ON",)})
+# The class is meant for RISK_ON alone; three trades over three weeks are evidence enough.
+DECLARED = policy_fact(
+    T0 - DAY,
+    class_regimes={"momentum": ("RISK_ON",)},
+    thresholds=Thresholds(kill_min_trades=3),
+)
 
 
 def class_trades(

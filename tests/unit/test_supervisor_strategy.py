@@ -29,6 +29,8 @@ POLICY = Policy()
 # Inputs for which no condition holds; each test switches some on.
 CALM = ClassInputs(
     strategy_class="momentum",
+    trades=40,
+    days_traded=21,
     period_pnls_bps=(10.0, -5.0, -5.0),
     agent_mults={"a": 1.0, "b": 0.9},
     cost_usd=1.0,
@@ -182,3 +184,18 @@ def test_no_event_when_spared_or_already_killed() -> None:
         kill_fact(StrategyKilled, target="momentum", source="operator", at=AT, causes=("o",)),
     )
     assert strategy_kill_events(killed, on_list, AT, "c") == []
+
+
+@pytest.mark.parametrize(
+    ("evidence", "reason"),
+    [
+        ({"trades": 9}, "not enough evidence: 9 of 10 trades"),
+        ({"days_traded": 6}, "not enough evidence: traded 6 of 7 days"),
+    ],
+)
+def test_a_class_is_not_killed_before_the_evidence(evidence: Change, reason: str) -> None:
+    inputs = CALM.model_copy(update={**DECAYED, **COSTLY, **evidence})
+    verdict = evaluate_class(inputs, POLICY)
+    assert not verdict.killed and verdict.not_enough_evidence == reason
+    exactly = evaluate_class(inputs.model_copy(update={"trades": 10, "days_traded": 7}), POLICY)
+    assert exactly.killed and exactly.not_enough_evidence is None
