@@ -48,12 +48,22 @@ class AgentProjection:
                 self.classes.get(group, StatsState()), event, thresholds
             )
 
-    def _window(self, stats: StatsState, as_of: datetime | None) -> AgentStats:
-        return reported_window(stats, self.fleet, as_of) or AgentStats()
+    def _window(
+        self, stats: StatsState, as_of: datetime | None, strategy_class: str | None = None
+    ) -> AgentStats:
+        return reported_window(stats, self.fleet, as_of, strategy_class) or AgentStats()
 
     def window_stats(self, agent: str, as_of: datetime | None = None) -> AgentStats:
-        """Rolling-window stats as of `as_of` (default: the agent's newest fact time)."""
-        return self._window(self.agents[agent].stats, as_of)
+        """Rolling-window stats as of `as_of` (default: the agent's newest fact time), with
+        PSR/DSR against the trials of the agent's class."""
+        state = self.agents[agent]
+        return self._window(state.stats, as_of, state.strategy_class)
+
+    def contribution_bps(self, agent: str) -> float | None:
+        """The agent's leave-one-out contribution in the latest allocation (the fleet
+        processor's figure over its window), None before any allocation names it."""
+        allocation = self.fleet.allocation
+        return None if allocation is None else allocation.contributions.get(agent)
 
     def group_stats(self, as_of: datetime | None = None) -> dict[str, AgentStats]:
         """Window stats per strategy class, and for the whole portfolio."""

@@ -74,14 +74,19 @@ class AgentState(WireModel):
 
 
 def reported_window(
-    stats: StatsState, fleet: FleetState, as_of: datetime | None = None
+    stats: StatsState,
+    fleet: FleetState,
+    as_of: datetime | None = None,
+    strategy_class: str | None = None,
 ) -> AgentStats | None:
     """The full window figures a report shows, as of `as_of` (default: the newest fact),
-    under the policy in force then; None before any fact."""
+    under the policy in force then, with PSR/DSR against the trials of `strategy_class`
+    (an agent's class; none for a pooled group: one trial); None before any fact."""
     at = as_of or stats.watermark
     if at is None:
         return None
-    return stats_at(stats, at, policy_at(fleet, at).thresholds.window_days)
+    window = stats_at(stats, at, policy_at(fleet, at).thresholds.window_days)
+    return with_significance(window, trials_of(fleet, strategy_class))
 
 
 def _pending_kill(state: AgentState, fleet: FleetState, at: datetime) -> KillEntry | None:

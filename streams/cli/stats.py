@@ -48,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "strategy_class": state.strategy_class,
             "decision": state.decision,
             "confidence_mult": state.confidence.mult,
+            "contribution_bps": projection.contribution_bps(args.agent),
             "window": projection.window_stats(args.agent, as_of).model_dump(mode="json"),
         }
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
@@ -56,17 +57,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"{'trades':>6} {'pnl_bps':>9} {'hit':>5} {'err':>5} {'lat_ms':>7} "
         f"{'dd_bps':>8} {'cvar95':>8} {'sharpe':>6}"
     )
-    print(f"{'agent':<18} {'class':<14} {'decision':<8} {header} {'mult':>5}")
+    print(
+        f"{'agent':<18} {'class':<14} {'decision':<8} {header} {'mult':>5} "
+        f"{'psr':>5} {'dsr':>5} {'$/bps':>7} {'contrib':>8}"
+    )
     for name, state in sorted(projection.agents.items()):
+        stats = projection.window_stats(name, as_of)
         print(
             f"{name:<18} {state.strategy_class or '-':<14} {state.decision or '-':<8} "
-            f"{_row(projection.window_stats(name, as_of))} {state.confidence.mult:>5.2f}"
+            f"{_row(stats)} {state.confidence.mult:>5.2f} {_fmt(stats.psr, '.2f'):>5} "
+            f"{_fmt(stats.dsr, '.2f'):>5} {_fmt(stats.cost_per_bps_usd, '.4f'):>7} "
+            f"{_fmt(projection.contribution_bps(name), '.1f'):>8}"
         )
     print()
     print(f"{'strategy class / portfolio':<42} {header}")
     for group, stats in projection.group_stats(as_of).items():
         print(f"{group:<42} {_row(stats)}")
-    print(f"(window stats as of each newest fact time; read from the {where})")
+    print(
+        "(window stats as of each newest fact time; psr/dsr: probabilistic and deflated "
+        "Sharpe, contrib: leave-one-out bps of the deployed portfolio in the latest "
+        f"allocation; read from the {where})"
+    )
     return 0
 
 

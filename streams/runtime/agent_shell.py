@@ -67,7 +67,7 @@ def register_agent_views(
     """`/agents/` and `/agents/{agent}/`: the live table of the partitions this worker owns."""
 
     def view_of(state: AgentState) -> dict[str, Any]:
-        window = reported_window(state.stats, fleet.state)
+        window = reported_window(state.stats, fleet.state, None, state.strategy_class)
         return {
             "state": state.model_dump(mode="json"),
             "window": window.model_dump(mode="json") if window is not None else None,

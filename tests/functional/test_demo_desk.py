@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TypeVar
 
+from projections.agents import project_agents
 from projections.pipeline import InMemoryPipeline
 from schemas.envelope import Event
 from schemas.events import (
@@ -138,3 +139,17 @@ def test_the_old_literal_rules_kill_the_fleet_within_days_on_the_same_log() -> N
 
     assert len(killed_in_first_week(literal)) >= len(FLEET) // 2
     assert killed_in_first_week(policy) == set()
+
+
+def test_metasup_stats_reports_significance_cost_per_bps_and_contribution() -> None:
+    """The stats projection (`metasup stats`) over the desk's log: PSR/DSR deflated by
+    the trials of the agent's class, cost per realized bps, and the contribution the
+    latest allocation reported."""
+    log = [*desk().sources, *emitted(desk().pipeline)]
+    projection = project_agents(log)
+    research = projection.window_stats("llm-research")
+    assert research.psr is not None and research.dsr is not None
+    assert research.trials == 4 and research.dsr < research.psr  # four llm_macro agents
+    assert research.cost_per_bps_usd == research.cost_usd / research.pnl_sum_bps
+    latest = of_type(desk().pipeline, AllocationUpdated)[-1]
+    assert projection.contribution_bps("llm-research") == latest.contributions.get("llm-research")
