@@ -1,8 +1,10 @@
 """Issue 9: every processor decides only from its own ordered input, so replaying the
 recorded inputs through the pure steps reproduces every derived event, byte for byte.
 
-One and two workers; an operator kill, a policy change and regime changes arrive
-mid-stream; every source record is sent twice."""
+One and two workers; an operator kill, a policy change (significance gate on, a daily LLM
+budget that pauses agents) and regime changes arrive mid-stream; every source record is
+sent twice. Issue 12's rules are covered: evidence minimums, PSR/DSR with the trials the
+fleet broadcasts, budget pauses, the breach on deployed weights."""
 
 from __future__ import annotations
 
@@ -106,7 +108,15 @@ async def test_derived_topics_equal_a_replay_of_the_processor_inputs(
         bytes.fromhex(secret),
     )
     changes: list[Event] = [
-        signed(policy_update(mid, window_days=7, max_drawdown_bps=400.0)),
+        signed(
+            policy_update(
+                mid,
+                window_days=7,
+                max_drawdown_bps=400.0,
+                significance_gate=True,
+                daily_budget_usd=0.012,
+            )
+        ),
         RegimeChanged.create(ts=mid, producer="test", regime="HIGH_VOL"),
     ]
     workers = []
@@ -147,7 +157,12 @@ async def test_derived_topics_equal_a_replay_of_the_processor_inputs(
     # The stream really went through every processor and rule.
     for name in ("reconciled", "confidence", "decisions", "orders", "allocations"):
         assert live.get(name), name
-    regimes = {orjson.loads(v)["regime"] for v in live["allocations"].values()}
+    facts = [orjson.loads(v) for v in live["allocations"].values()]
+    regimes = {f["regime"] for f in facts if f["type"] == "allocation.updated"}
     assert {"RISK_ON", "HIGH_VOL"} <= regimes
     kills = [orjson.loads(v) for v in live["kills"].values()]
     assert kills, "the rules killed nobody: the stream did not exercise them"
+    assert any(k["source"] == "budget" and k["until"] for k in kills), "no budget pause"
+    assert any(f["type"] == "strategy.trials" for f in facts)
+    decisions = [orjson.loads(v) for v in live["decisions"].values()]
+    assert any(d["stats"]["psr"] is not None for d in decisions), "no PSR in a decision"
