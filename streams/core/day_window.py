@@ -192,7 +192,7 @@ class _Bucket(Protocol[Totals_co]):
     def within(self, start: datetime | None, end: datetime) -> Totals_co: ...
 
 
-class _Memo(Generic[Totals]):
+class IdentityMemo(Generic[Totals]):
     """Totals by the identity of the objects they were merged from.
 
     An entry refers to those objects weakly: a remembered run must not keep the days of
@@ -238,9 +238,9 @@ class MergedDays(Generic[Totals]):
 
     def __init__(self, concat: Callable[[Iterable[Totals]], Totals], size: int) -> None:
         self.concat = concat
-        self._from_left: _Memo[Totals] = _Memo(size)
-        self._from_right: _Memo[Totals] = _Memo(size)
-        self._blocks: _Memo[Totals] = _Memo(size)
+        self._from_left: IdentityMemo[Totals] = IdentityMemo(size)
+        self._from_right: IdentityMemo[Totals] = IdentityMemo(size)
+        self._blocks: IdentityMemo[Totals] = IdentityMemo(size)
 
     def _left_fold(self, days: Sequence[_Bucket[Totals]]) -> Totals:
         """Each day onto the totals of the days before it. A block grows a day at a time at

@@ -31,6 +31,7 @@ from schemas.stats import AgentStats
 from streams.agents.stats import (
     StatsState,
     TradeTotals,
+    _smallest,
     apply_event,
     apply_reconciled,
     apply_run,
@@ -793,3 +794,16 @@ def test_a_window_start_inside_a_day_sums_only_that_days_later_trades() -> None:
     stats = rule_stats_at(state, T0 + 36 * HOUR, 1)
     assert (stats.trades, stats.pnl_sum_bps) == (4, 13.0)  # 10 - 4 + 6 + 1
     assert stats.max_drawdown_bps == 4.0  # cumulative 10, 6, 12, 13
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from([-5.0, -1.0, 0.0, 0.5, 2.0, 1e6]), max_size=30), max_size=8),
+    st.integers(0, 60),
+)
+def test_the_k_smallest_of_sorted_days_are_those_of_a_full_sort(
+    days: list[list[float]], k: int
+) -> None:
+    """Ties, empty days, k beyond the count: the CVaR's selection equals a full sort."""
+    ascending = [sorted(day) for day in days]
+    assert _smallest(ascending, k) == sorted(v for day in days for v in day)[:k]
