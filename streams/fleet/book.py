@@ -136,7 +136,14 @@ def _judge_class(
 ) -> tuple[FleetBook, list[Event]]:
     if strategy_class in book.classes_killed:
         return book, []
-    members = [a for a in book.agents.values() if a.strategy_class == strategy_class]
+    # The class's members by name (kept as they appear), not a scan of the whole fleet per
+    # trade; spawned agents not yet assessed have nothing to add.
+    members = [
+        assessed
+        for name in book.class_members.get(strategy_class, ())
+        if (assessed := book.agents.get(name)) is not None
+        and assessed.strategy_class == strategy_class
+    ]
     inputs = summarise_class(
         strategy_class,
         book.class_trades.get(strategy_class, {}),
