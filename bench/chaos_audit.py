@@ -38,10 +38,10 @@ from schemas.codec import RejectedRecord, encode_event
 from schemas.envelope import Event
 from schemas.events import EventRejected, SignedCommand
 from schemas.topics import CATALOGUE, topic, topic_for
+from streams.core.admission import admitted
 from streams.core.processing import FACTS_FOR_INPUT, Routed
 from streams.core.signing import FactSigner
 from streams.fleet.commands import CommandGate, Keyring, apply_command
-from streams.runtime.deadletter import admitted
 from streams.runtime.outputs import signed
 
 SOURCES = [spec.name for spec in CATALOGUE if spec.origin == "source"]

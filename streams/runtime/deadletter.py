@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import MAX_RECORD_BYTES, RejectedRecord, encode_event
-from schemas.envelope import Event, derived_event_id, format_utc
+from schemas.envelope import Event, derived_event_id
 from schemas.events import EventRejected
+from streams.core.admission import admitted
 from streams.core.signing import FactVerifier
 
 PRODUCER = "metasup.intake"
 
-# How far ahead of the broker's receipt a source event's time may be (clock drift). One
-# far ahead would move every watermark (the price book, the stats windows) into the
-# future: every open signal would settle at once, every window would empty.
-MAX_AHEAD = timedelta(hours=1)
 # What a rejection keeps of an oversized record: enough to recognise it; the whole of it
 # could make the rejection itself too large to send.
 KEPT_OF_OVERSIZED = 4096
-
-
-def admitted(
-    verifier: FactVerifier,
-    raw: bytes | None,
-    expected_types: frozenset[str],
-    received_at: datetime | None = None,
-) -> Event:
-    """Decode and admit one record, or raise RejectedRecord with what to fix.
-
-    `received_at` (the broker's receipt time; given for source topics, which outside
-    clocks stamp) also refuses an event time more than MAX_AHEAD after it.
-    """
-    event = verifier.decode(raw, expected_types)
-    if received_at is not None and event.ts - received_at > MAX_AHEAD:
-        raise RejectedRecord(
-            f"event time {format_utc(event.ts)} is {event.ts - received_at} after the broker "
-            f"received the record ({format_utc(received_at)}; at most {MAX_AHEAD} ahead); "
-            "check the producer's clock and that ts is in UTC"
-        )
-    return event
 
 
 def rejection(

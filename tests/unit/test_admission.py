@@ -12,7 +12,8 @@ import pytest
 
 from schemas.codec import MAX_RECORD_BYTES, RejectedRecord, decode_event, encode_event
 from schemas.events import MAX_NAME_CHARS, RunCompleted
-from streams.runtime.deadletter import KEPT_OF_OVERSIZED, MAX_AHEAD, admitted, rejection
+from streams.core.admission import MAX_AHEAD, admitted
+from streams.runtime.deadletter import KEPT_OF_OVERSIZED, rejection
 from tests.keys import SUPERVISOR_KEY
 
 AT = datetime(2024, 3, 1, 12, tzinfo=UTC)
