@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -120,3 +123,25 @@ async def wait_for_events(
 
     await eventually(enough, timeout_s=timeout_s, every_s=0.5)
     return found
+
+
+async def metasup(settings: Settings, broker: EmbeddedBroker, *words: str) -> tuple[int, str]:
+    """Run the `metasup` command line as an operator would, beside the stack: the broker's
+    address, the data dir with the operator keyring, and the supervisor's public key."""
+    env = {
+        **os.environ,
+        "METASUP_BROKER": f"kafka://{broker.bootstrap}",
+        "METASUP_TOPIC_PREFIX": settings.topic_prefix,
+        "METASUP_DATA_DIR": str(settings.data_dir),
+        "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(SUPERVISOR_KEY.public),
+    }
+    env.pop("METASUP_OPERATOR_ACTOR", None)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams.cli.main", *words],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr

@@ -10,11 +10,7 @@ and `metasup policy show` names its actor and reason.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,13 +28,13 @@ from schemas.events import (
 )
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
-from streams.runtime.settings import Settings
 from tests.builders import policy_update
 from tests.conftest import eventually
 from tests.integration.stack import (
     Worker,
     create_topics,
     guarded_client,
+    metasup,
     produce,
     read_events,
     wait_for_events,
@@ -47,28 +43,6 @@ from tests.integration.stack import (
 from tests.keys import SUPERVISOR_KEY, KeyPair
 
 PROCESSOR_INPUTS = ("reconcile-input", "agent-input", "fleet-input")
-
-
-async def metasup(settings: Settings, broker: EmbeddedBroker, *words: str) -> tuple[int, str]:
-    """Run the `metasup` command line as an operator would, beside the stack: the broker's
-    address, the data dir with the operator keyring, and the supervisor's public key."""
-    env = {
-        **os.environ,
-        "METASUP_BROKER": f"kafka://{broker.bootstrap}",
-        "METASUP_TOPIC_PREFIX": settings.topic_prefix,
-        "METASUP_DATA_DIR": str(settings.data_dir),
-        "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(SUPERVISOR_KEY.public),
-    }
-    env.pop("METASUP_OPERATOR_ACTOR", None)
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams.cli.main", *words],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return done.returncode, done.stdout + done.stderr
 
 
 async def verified_policies(broker: EmbeddedBroker, prefix: str) -> list[PolicyUpdated]:
