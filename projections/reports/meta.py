@@ -264,7 +264,7 @@ def kill_list_view(projection: FleetProjection) -> KillListView:
         for fact in projection.unverified
         if isinstance(fact.event, KillFact)
     ]
-    history.sort(key=lambda row: (row.ts, str(row.event_id)))
+    history.sort(key=lambda row: row.ts)  # stable: facts of one time stay in log order
     return KillListView(
         agents=active(kills.agents),
         strategy_classes=active(kills.strategy_classes),
