@@ -1,15 +1,19 @@
-"""Where the CLI finds the broker: METASUP_BROKER, else the running stack, else 9092."""
+"""Where the CLI finds the log: the broker (METASUP_BROKER, else the running stack, else
+9092), or, when it is down, the durable log of the embedded mode (`projections.replay`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 
 import orjson
 
-from projections.log import LogRecord, read_broker, read_durable_log
+from projections.log import LogRecord, LogUnavailable
+from projections.replay import AsOf, LogSource, Replay, open_source
 from streams.runtime.settings import Settings
 from streams.runtime.stack import durable_log_path, stack_file
+
+__all__ = ["LogUnavailable", "open_log", "read_log", "replayed", "resolve_bootstrap"]
 
 
 def resolve_bootstrap(settings: Settings) -> str:
@@ -21,26 +25,31 @@ def resolve_bootstrap(settings: Settings) -> str:
     return settings.bootstrap_servers()
 
 
-class LogUnavailable(RuntimeError):
-    """Neither the broker nor the durable log can be read; the message says what to do."""
+def open_log(settings: Settings, allow_durable: bool = True, timeout_s: float = 60.0) -> LogSource:
+    """The broker, or, when it is down and `allow_durable`, the durable log."""
+    durable_log = durable_log_path(settings) if allow_durable else None
+    return open_source(resolve_bootstrap(settings), durable_log, timeout_s)
+
+
+@contextmanager
+def replayed(
+    settings: Settings,
+    names: Sequence[str],
+    as_of: AsOf | None = None,
+    progress: bool = True,
+    allow_durable: bool = True,
+    timeout_s: float = 60.0,
+) -> Iterator[tuple[Replay, str]]:
+    """A streaming replay of the named catalogue topics, and where it reads from."""
+    with closing(open_log(settings, allow_durable, timeout_s)) as source:
+        topics = [settings.topic(name) for name in names]
+        yield Replay(source, topics, as_of, progress), source.description
 
 
 def read_log(
     settings: Settings, names: Sequence[str], allow_durable: bool = True, timeout_s: float = 60.0
 ) -> tuple[list[LogRecord], str]:
-    """Records of the named catalogue topics, and where they came from: the broker, or,
-    when it is down and `allow_durable`, the durable log of the embedded mode."""
-    bootstrap = resolve_bootstrap(settings)
-    topics = [settings.topic(name) for name in names]
-    try:
-        records = asyncio.run(asyncio.wait_for(read_broker(bootstrap, topics), timeout_s))
-        return records, f"broker {bootstrap}"
-    except Exception as error:
-        path = durable_log_path(settings)
-        if not allow_durable or not path.exists():
-            detail = str(error) or type(error).__name__
-            raise LogUnavailable(
-                f"cannot read the log from the broker at {bootstrap} ({detail}); "
-                "is it running (`metasup up`)?"
-            ) from None
-        return read_durable_log(path, topics), f"durable log {path} (broker not reachable)"
+    """Every record of the named topics in receipt order, for commands that read a few
+    small topics whole (the policy)."""
+    with replayed(settings, names, None, False, allow_durable, timeout_s) as (replay, where):
+        return list(replay), where

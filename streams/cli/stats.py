@@ -9,10 +9,11 @@ from datetime import datetime
 import orjson
 
 from projections.agents import AGENT_TOPICS, project_agents
-from projections.log import events, merged_by_receipt
+from projections.log import events
+from projections.replay import AsOf
 from schemas.envelope import to_utc
 from schemas.stats import AgentStats
-from streams.cli.connection import read_log
+from streams.cli.connection import replayed
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import load_verifier
 
@@ -34,9 +35,9 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     as_of = to_utc(args.as_of) if args.as_of else None
-    records, where = read_log(settings, AGENT_TOPICS)
     verifier = load_verifier(settings)
-    projection = project_agents(events(merged_by_receipt(records), as_of, verifier))
+    with replayed(settings, AGENT_TOPICS, AsOf(received_until=as_of)) as (records, where):
+        projection = project_agents(events(records, verifier=verifier))
     if args.agent:
         if args.agent not in projection.agents:
             known = ", ".join(sorted(projection.agents)) or "none yet"

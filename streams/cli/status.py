@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from projections.log import events, merged_by_receipt
+from projections.log import events
 from projections.reconcile_status import STATUS_TOPICS, ReconcileStatus, reconcile_status
 from schemas.envelope import format_utc
 from schemas.topics import CATALOGUE
 from streams.broker.offsets import consumer_lag
-from streams.cli.connection import read_log, resolve_bootstrap
+from streams.cli.connection import replayed, resolve_bootstrap
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import load_verifier
 
@@ -24,8 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    records, where = read_log(settings, STATUS_TOPICS)
-    status = reconcile_status(events(merged_by_receipt(records), verifier=load_verifier(settings)))
+    verifier = load_verifier(settings)
+    with replayed(settings, STATUS_TOPICS) as (records, where):
+        status = reconcile_status(events(records, verifier=verifier))
     if not status.rows:
         print("no signals yet (`metasup tail signals` shows what arrives)")
     else:
