@@ -62,6 +62,13 @@ class RunTelemetry(NamedTuple):
     errors: int
 
 
+class MultiplierAt(NamedTuple):
+    """An agent's confidence multiplier from `ts` on (forensics: did it fall while losing?)."""
+
+    ts: datetime
+    mult: float
+
+
 class TradeFact(NamedTuple):
     """One focus-horizon trade, as reports read it (the equity curves, the worst trades)."""
 
@@ -97,6 +104,7 @@ class FleetProjection:
     decisions: dict[str, DecisionMade] = field(default_factory=dict)
     decision_history: list[DecisionMade] = field(default_factory=list)
     confidence: dict[str, ConfidenceUpdated] = field(default_factory=dict)
+    multipliers: dict[str, list[MultiplierAt]] = field(default_factory=dict)  # in log order
     allocations: list[AllocationUpdated] = field(default_factory=list)
     weights: tuple[WeightsAt, ...] = ()
     trades: list[TradeFact] = field(default_factory=list)
@@ -147,7 +155,9 @@ class FleetProjection:
     def apply(self, event: Event) -> None:
         """Fold one admitted event; a redelivered copy (same id) changes nothing."""
         self.fleet = apply_fleet_event(self.fleet, event)
-        if isinstance(event, DecisionMade | AllocationUpdated | SignalReconciled):
+        if isinstance(
+            event, DecisionMade | AllocationUpdated | SignalReconciled | ConfidenceUpdated
+        ):
             if event.event_id in self._seen:
                 return
             self._seen.add(event.event_id)
@@ -164,6 +174,7 @@ class FleetProjection:
         elif isinstance(event, ConfidenceUpdated):
             self._tick(event.ts)
             self.confidence[event.agent] = event
+            self.multipliers.setdefault(event.agent, []).append(MultiplierAt(event.ts, event.mult))
         elif isinstance(event, AllocationUpdated):
             self._apply_allocation(event)
         elif isinstance(event, AgentSpawned):

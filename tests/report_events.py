@@ -1,0 +1,133 @@
+"""Small hand-built logs for the report tests: an agent's k-th run and trade on day k, the
+multiplier its trade left, decisions and allocations, folded as the reports fold a log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from projections.fleet import FleetProjection, project_fleet
+from schemas.envelope import Event, derived_event_id
+from schemas.events import (
+    AllocationUpdated,
+    ConfidenceUpdated,
+    Decision,
+    DecisionMade,
+    Direction,
+    RunCompleted,
+    SignalReconciled,
+)
+from tests.keys import SUPERVISOR_KEY
+from tests.report_log import as_records
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+HORIZON = 24  # the default policy's focus horizon, hours
+
+
+def run_id(agent: str, k: int) -> uuid.UUID:
+    return derived_event_id("test-run", agent, k)
+
+
+def run(
+    agent: str,
+    k: int,
+    *,
+    latency_ms: float = 100.0,
+    tokens: int = 0,
+    cost_usd: float = 0.0,
+    errors: int = 0,
+) -> RunCompleted:
+    """The agent's k-th run, at the start of day k (when its k-th signal is emitted)."""
+    at = T0 + k * DAY
+    return RunCompleted.create(
+        ts=at,
+        producer="test",
+        agent=agent,
+        run_id=run_id(agent, k),
+        started_at=at - timedelta(milliseconds=latency_ms),
+        latency_ms=latency_ms,
+        tokens_in=tokens,
+        cost_usd=cost_usd,
+        errors=errors,
+    )
+
+
+def trade(
+    agent: str, k: int, pnl_bps: float, *, regime: str | None = None, symbol: str = "BTC"
+) -> SignalReconciled:
+    """The focus-horizon trade of the agent's k-th run: signalled on day k, exits a day on."""
+    signal_at = T0 + k * DAY
+    exit_at = signal_at + timedelta(hours=HORIZON)
+    return SignalReconciled.create(
+        event_id=derived_event_id("test-trade", agent, k),
+        ts=exit_at,
+        producer="test",
+        signal_id=derived_event_id("test-signal", agent, k),
+        run_id=run_id(agent, k),
+        agent=agent,
+        symbol=symbol,
+        direction=Direction.LONG,
+        horizon_hours=HORIZON,
+        entry_ts=signal_at,
+        entry_price=100.0,
+        exit_ts=exit_at,
+        exit_price=100.0 * (1 + pnl_bps / 10_000),
+        realized_pnl_bps=pnl_bps,
+        regime=regime,
+        confidence=0.5,
+    )
+
+
+def multiplier(agent: str, k: int, mult: float) -> ConfidenceUpdated:
+    """The multiplier the agent's k-th trade left, stamped when that trade was booked."""
+    return ConfidenceUpdated.create(
+        event_id=derived_event_id("test-confidence", agent, k),
+        ts=T0 + k * DAY + timedelta(hours=HORIZON),
+        producer="test",
+        agent=agent,
+        mult=mult,
+        recent_sum_bps=0.0,
+        horizon_hours=HORIZON,
+    )
+
+
+def decision(
+    agent: str,
+    at: datetime,
+    made: Decision,
+    previous: Decision | None = None,
+    reasons: Iterable[str] = (),
+    label: str = "KEEP",
+) -> DecisionMade:
+    return DecisionMade.create(
+        event_id=derived_event_id("test-decision", agent, at, made),
+        ts=at,
+        producer="test",
+        agent=agent,
+        decision=made,
+        previous=previous,
+        reasons=list(reasons),
+        retirement_score=0,
+        retirement_label=label,
+    )
+
+
+def allocation(
+    at: datetime, weights: Mapping[str, float], regime: str | None = None
+) -> AllocationUpdated:
+    return AllocationUpdated.create(
+        event_id=derived_event_id("test-allocation", at, sorted(weights.items())),
+        ts=at,
+        producer="test",
+        weights=dict(weights),
+        regime=regime,
+        regime_cap=1.0,
+        cash_weight=1.0 - sum(weights.values()),
+    )
+
+
+def folded(events: Iterable[Event]) -> FleetProjection:
+    """The projection of a log holding `events`, each received at its event time."""
+    return project_fleet(as_records(events), SUPERVISOR_KEY.verifier)
