@@ -130,10 +130,7 @@ class BrokerSource:
             raise
 
     def _run(self, step: Awaitable[T]) -> T:
-        async def awaited() -> T:
-            return await step
-
-        return self._loop.run_until_complete(awaited())
+        return self._loop.run_until_complete(step)
 
     def end_offsets(self, topics: Sequence[str]) -> dict[TopicPartitionKey, int]:
         if self._consumer is not None:
@@ -141,13 +138,19 @@ class BrokerSource:
         present = [name for name in topics if name in self._existing]
         if not present:
             return {}
-        consumer, tps = self._run(
-            self._resources.enter_async_context(assigned_consumer(self.bootstrap, present))
+        ends = self._run(self._assign(present))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def _assign(self, topics: list[str]) -> dict[TopicPartition, int]:
+        """Assign every partition of `topics`, find their ends, and pause them: each is
+        fetched only while it is read. (The consumer wants its loop running for this.)"""
+        consumer, tps = await self._resources.enter_async_context(
+            assigned_consumer(self.bootstrap, topics)
         )
         self._consumer = consumer
-        ends = self._run(true_end_offsets(consumer, tps))
-        consumer.pause(*tps)  # each partition is fetched only while it is read
-        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        ends = await true_end_offsets(consumer, tps)
+        consumer.pause(*tps)
+        return ends
 
     def partition_records(self, topic: str, partition: int, end: int) -> Iterator[LogRecord]:
         if self._consumer is None:
