@@ -131,3 +131,21 @@ def allocation(
 def folded(events: Iterable[Event]) -> FleetProjection:
     """The projection of a log holding `events`, each received at its event time."""
     return project_fleet(as_records(events), SUPERVISOR_KEY.verifier)
+
+
+def portfolio_log() -> list[Event]:
+    """A small desk with hand-worked figures (the PR comment and LP email tests read them).
+
+    alpha holds half the capital from T0 on; beta none. Trades, in exit order:
+    alpha +100 (day 2), beta -40 (day 3), alpha -300 (day 4).
+    Deployed (each PnL x its agent's weight): +50, 0, -150; cumulated 50, 50, -100:
+    PnL -100.0 bps, max drawdown 150.0 (from the peak 50), current drawdown 150.0.
+    Unweighted: 100, 60, -240: PnL -240.0 bps, max drawdown 340.0, hit rate 1/3, CVaR 95
+    (the worst 5% of 3 trades: the worst one) -300.0 bps.
+    """
+    return [
+        allocation(T0, {"alpha": 0.5}, regime="MIXED"),
+        trade("alpha", 1, 100.0),
+        trade("beta", 2, -40.0),
+        trade("alpha", 3, -300.0),
+    ]
