@@ -24,6 +24,16 @@ from tests.report_log import as_records
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 HORIZON = 24  # the default policy's focus horizon, hours
+# Agent names that try to become markup where a report is read.
+HOSTILE = (
+    "<script>alert(1)</script>",
+    "\"quoted\" & 'single'",
+    "<img src=x onerror=alert(1)>",
+    "[click me](https://evil.example)",
+    "![pixel](https://evil.example/p.png)",
+    "@octocat and www.evil.example",
+    "pipe | in ` the * name_",
+)
 
 
 def run_id(agent: str, k: int) -> uuid.UUID:

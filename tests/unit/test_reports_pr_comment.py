@@ -19,18 +19,18 @@ from projections.reports.pr_comment import pr_comment
 from schemas.envelope import Event
 from schemas.events import Decision
 from streams.core.fleet_state import default_policy, policy_at
-from tests.report_events import T0, allocation, decision, folded, portfolio_log, run, trade
+from tests.report_events import (
+    HOSTILE,
+    T0,
+    allocation,
+    decision,
+    folded,
+    portfolio_log,
+    run,
+    trade,
+)
 
 HOUR = timedelta(hours=1)
-HOSTILE = (
-    "<script>alert(1)</script>",
-    "\"quoted\" & 'single'",
-    "<img src=x onerror=alert(1)>",
-    "[click me](https://evil.example)",
-    "![pixel](https://evil.example/p.png)",
-    "@octocat and www.evil.example",
-    "pipe | in ` the * name_",
-)
 
 
 def comment_of(projection: FleetProjection) -> str:
