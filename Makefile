@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.reports
 
 # The fault suite, full form (10 worker kills); `make test` runs the short form.
 # SEED=n reproduces a run's fault points.

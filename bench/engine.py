@@ -494,9 +494,10 @@ def window_case(
 # --- fresh processes -------------------------------------------------------------------
 
 
-def in_child(arguments: list[str]) -> dict[str, Any]:
-    """Run `python -m bench.engine --child ...` and return the JSON it prints last."""
-    command = [sys.executable, "-m", "bench.engine", "--child", *arguments]
+def in_child(arguments: list[str], module: str = "bench.engine") -> dict[str, Any]:
+    """Run `python -m <module> --child ...` (a fresh process: nothing the parent holds
+    counts in its memory) and return the JSON it prints last."""
+    command = [sys.executable, "-m", module, "--child", *arguments]
     completed = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
     if completed.returncode != 0:
         raise SystemExit(f"child {' '.join(arguments)} failed with code {completed.returncode}")
