@@ -20,7 +20,7 @@ policy, the benchmarks), by the functional tests and by `bench.chaos_audit`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,9 @@ class InMemoryPipeline:
     facts: dict[str, FleetState] = field(default_factory=dict)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     emitted: list[Routed] = field(default_factory=list)
+    # Where each topic without a processor forwards (a what-if sends the recorded
+    # reconciliations where the reconcile processor's outputs go).
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: INTAKE_ROUTES)
 
     def feed(self, events: Iterable[Event]) -> list[Routed]:
         """Process source events in the given order; return the derived events they caused."""
@@ -64,7 +67,7 @@ class InMemoryPipeline:
         if processor is not None:
             self._process(processor, record.event, queue)
             return
-        for target in INTAKE_ROUTES.get(record.topic, ()):
+        for target in self.routes.get(record.topic, ()):
             queue.append(Routed(target, b"", record.event))
         for target, relayed in FACTS_FOR_INPUT.items():
             if record.topic in relayed:
