@@ -407,6 +407,8 @@ def _when(value: datetime | None) -> str:
 
 
 def _window_line(report: ForensicsReport) -> str:
+    if report.event_time is None:
+        return "Nothing reconciled yet: no trade to examine."
     span = (
         f"{_when(report.window_start)} to {_when(report.event_time)} ({report.window_days} days)"
         if report.window_start is not None
