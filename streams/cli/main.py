@@ -9,13 +9,41 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from streams.cli import emit, keys, operator, policy, spawn, stats, status, tail, topics, up, whatif
+from streams.cli import (
+    emit,
+    keys,
+    operator,
+    policy,
+    replay,
+    report,
+    spawn,
+    stats,
+    status,
+    tail,
+    topics,
+    up,
+    whatif,
+)
 from streams.cli.connection import LogUnavailable
 from streams.core.gc_tuning import collect_less_often
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import SupervisorKeyError
 
-SUBCOMMANDS = (up, emit, tail, topics, status, stats, keys, operator, policy, spawn, whatif)
+SUBCOMMANDS = (
+    up,
+    emit,
+    tail,
+    topics,
+    status,
+    stats,
+    replay,
+    report,
+    keys,
+    operator,
+    policy,
+    spawn,
+    whatif,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
