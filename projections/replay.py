@@ -85,7 +85,6 @@ class DurableLogSource:
     def __init__(self, path: Path, note: str = "") -> None:
         if not path.is_file():
             raise LogUnavailable(f"no durable log at {path} (`metasup up` writes it there)")
-        self.path = path
         self.description = f"durable log {path}" + (f" ({note})" if note else "")
         self._log = DurableLog(path)
 
