@@ -298,8 +298,11 @@ def write_durable_log(
     stream: Iterable[Event], path: Path, signer: FactSigner, total: int
 ) -> dict[str, Any]:
     """Each event on its catalogue topic, on the partition its key hashes to, received at
-    its event time; governance facts signed. Returns counts by type and topic."""
-    durable_log = DurableLog(path)
+    its event time; governance facts signed. Returns counts by type and topic. The file
+    appears at `path` only once complete (an interrupted run leaves no log to reuse)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    durable_log = DurableLog(partial)
     durable_log.set_topics({name: BY_NAME[name].partitions for name in REPORT_TOPICS})
     offsets: Counter[tuple[str, int]] = Counter()
     types: Counter[str] = Counter()
@@ -326,6 +329,7 @@ def write_durable_log(
         durable_log.append(batch)
     finally:
         durable_log.close()
+    partial.replace(path)
     return {
         "events": types.total(),
         "bytes": size,
