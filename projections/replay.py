@@ -231,9 +231,9 @@ class AsOf:
         return {key: min(end, self.offsets.get(key, end)) for key, end in ends.items()}
 
 
-def parse_as_of_offsets(text: str) -> dict[TopicPartitionKey, int]:
+def parse_as_of_offsets(text: str, prefix: str = "") -> dict[TopicPartitionKey, int]:
     """`topic:partition:offset,...` (what `metasup replay` prints as the position reached)
-    as {(topic, partition): offset}."""
+    as {(prefix + topic, partition): offset}: the inverse of `format_offsets`."""
     example = "e.g. signals:0:1200,signals:1:980,kills:0:15"
     offsets: dict[TopicPartitionKey, int] = {}
     items = [item.strip() for item in text.split(",")]
@@ -246,9 +246,9 @@ def parse_as_of_offsets(text: str) -> dict[TopicPartitionKey, int]:
             raise AsOfError(f"{item!r} is not topic:partition:offset ({example})")
         partition = _count(partition_text, "partition", item)
         offset = _count(offset_text, "offset", item)
-        if (topic, partition) in offsets:
+        if (prefix + topic, partition) in offsets:
             raise AsOfError(f"{topic}:{partition} is named twice in the as-of offsets")
-        offsets[(topic, partition)] = offset
+        offsets[(prefix + topic, partition)] = offset
     return offsets
 
 

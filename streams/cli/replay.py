@@ -115,8 +115,7 @@ def chosen_as_of(args: argparse.Namespace, settings: Settings) -> AsOf:
         except OperatorError as error:
             raise AsOfError(f"--as-of: {error}") from None
     if args.as_of_offsets is not None:
-        offsets = parse_as_of_offsets(args.as_of_offsets)
-        return AsOf(offsets={(settings.topic(t), p): o for (t, p), o in offsets.items()})
+        return AsOf(offsets=parse_as_of_offsets(args.as_of_offsets, settings.topic_prefix))
     return AsOf()
 
 

@@ -8,6 +8,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import closing
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tests.keys import SUPERVISOR_KEY
 from tests.report_log import desk_log
 
 Key = tuple[str, int, int]  # topic, partition, offset
+PREFIX = "t1."
 
 
 def write_log(path: Path, partitions: dict[str, int], records: Iterable[LogRecord]) -> Path:
@@ -228,6 +230,7 @@ def test_as_of_offsets_are_parsed_and_printed_back_alike() -> None:
     assert parsed == {("signals", 1): 980, ("signals", 0): 1200, ("kills", 0): 15}
     assert format_offsets(parsed) == text
     assert format_offsets({("t1.runs", 0): 3}, prefix="t1.") == "runs:0:3"
+    assert parse_as_of_offsets("runs:0:3", prefix="t1.") == {("t1.runs", 0): 3}
     assert parse_as_of_offsets("t9.x-y_z:3:0") == {("t9.x-y_z", 3): 0}
 
 
@@ -309,12 +312,13 @@ def test_the_progress_bar_shows_on_a_terminal_only(
 
 @pytest.fixture
 def desk_durable_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The demo desk's recorded log (sources and everything derived) as a durable log, and a
-    CLI configured with the supervisor key that signed it."""
+    """The demo desk's recorded log (sources and everything derived) as a durable log under
+    a topic prefix, and a CLI configured with that prefix and the supervisor key that signed
+    it. Users name topics without the prefix, and so does what the CLI prints."""
     monkeypatch.setenv("METASUP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("METASUP_SUPERVISOR_PUBLIC_KEY_FILE", str(SUPERVISOR_KEY.public))
-    monkeypatch.setenv("METASUP_SUPERVISOR_KEY_FILE", str(SUPERVISOR_KEY.private))
-    records = desk_log()
+    monkeypatch.setenv("METASUP_TOPIC_PREFIX", PREFIX)
+    records = [replace(r, topic=PREFIX + r.topic) for r in desk_log()]
     partitions = dict.fromkeys({r.topic for r in records}, 1)
     return write_log(tmp_path / "desk.sqlite3", partitions, records)
 
