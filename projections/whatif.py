@@ -26,7 +26,7 @@ refused by its SDK guard and made no trades meanwhile, and a what-if cannot inve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -100,8 +100,6 @@ _INPUTS = (
     SignalEmitted,
     RunCompleted,
 )
-# Derived events a run's outcome is read from.
-_OUTCOMES = (DecisionMade, AgentKilled, StrategyKilled, AllocationUpdated)
 
 
 class WhatIfError(ValueError):
@@ -176,6 +174,12 @@ def policy_changes(in_force: Policy, what_if: Policy) -> list[PolicyChange]:
 # --- the log, split --------------------------------------------------------------------
 
 
+def _weights_only(allocation: AllocationUpdated) -> AllocationUpdated:
+    """What a column reads of an allocation (time, weights, cash): its capital and
+    contributions hold two more entries per agent, and a year holds an allocation an hour."""
+    return allocation.model_copy(update={"capital": {}, "contributions": {}})
+
+
 def _order(event: Event) -> tuple[datetime, int]:
     """Event time, then `_RANK`; a stable sort keeps the log's order among the rest."""
     return event.ts, _RANK.get(event.type, len(_RANK))
@@ -201,8 +205,16 @@ class RecordedLog:
         return self.inputs[0].ts
 
 
-def split_log(events: Iterable[Event]) -> RecordedLog:
-    """Keep, once each (a redelivered record is a copy), what a what-if feeds or compares."""
+def focus_horizons(policies: Iterable[Policy]) -> frozenset[int]:
+    """The horizons that decide under any of `policies` or the default one: the agent
+    processor passes over a trade of any other horizon."""
+    return frozenset(p.thresholds.focus_horizon_hours for p in (default_policy(), *policies))
+
+
+def split_log(events: Iterable[Event], horizons: Collection[int] | None = None) -> RecordedLog:
+    """Keep, once each (a redelivered record is a copy), what a what-if feeds or compares;
+    reconciliations only at `horizons` when given (`focus_horizons`: a large log holds
+    two other horizons' worth, each event some 3 KB decoded)."""
     seen: set[uuid.UUID] = set()
     inputs: list[Event] = []
     kills: list[KillFact] = []
@@ -213,9 +225,15 @@ def split_log(events: Iterable[Event]) -> RecordedLog:
         seen.add(event.event_id)
         if isinstance(event, KillFact):
             kills.append(event)
-        elif isinstance(event, DecisionMade | AllocationUpdated):
+        elif isinstance(event, DecisionMade):
             recorded.append(event)
-        elif isinstance(event, _INPUTS):
+        elif isinstance(event, AllocationUpdated):
+            recorded.append(_weights_only(event))
+        elif isinstance(event, _INPUTS) and (
+            horizons is None
+            or not isinstance(event, SignalReconciled)
+            or event.horizon_hours in horizons
+        ):
             inputs.append(event)
     operator = {kill.event_id for kill in kills if kill.source == "operator"}
     for kill in kills:
@@ -226,6 +244,14 @@ def split_log(events: Iterable[Event]) -> RecordedLog:
         else:
             recorded.append(kill)
     return RecordedLog(tuple(sorted(inputs, key=_order)), tuple(sorted(recorded, key=_order)))
+
+
+def recorded_log(read: Callable[[Sequence[str]], Iterable[Event]], policy: Policy) -> RecordedLog:
+    """The log as a what-if of `policy` needs it, from `read` (the verified events of the
+    topics named): the policy topic first (small), so that only reconciliations of a
+    horizon that decides are kept from the rest."""
+    recorded = [e for e in read(["policy"]) if isinstance(e, PolicyUpdated)]
+    return split_log(read(WHATIF_TOPICS), focus_horizons([policy, *recorded]))
 
 
 # --- the runs --------------------------------------------------------------------------
@@ -293,7 +319,11 @@ class Run:
     def feed(self, event: Event) -> None:
         pipeline = self.pipeline
         pipeline.feed((event,))
-        self.outcomes += [r.event for r in pipeline.emitted if isinstance(r.event, _OUTCOMES)]
+        for routed in pipeline.emitted:
+            if isinstance(routed.event, AllocationUpdated):
+                self.outcomes.append(_weights_only(routed.event))
+            elif isinstance(routed.event, DecisionMade | AgentKilled | StrategyKilled):
+                self.outcomes.append(routed.event)
         pipeline.emitted.clear()
         if isinstance(event, KillFact):
             self.outcomes.append(event)
@@ -667,14 +697,9 @@ def plan(
             f"thresholds.focus_horizon_hours is {focus} h, but the log reconciled only "
             f"{sorted(horizons)} h: a what-if does not re-run reconciliation"
         )
-    # Only focus-horizon trades decide (the agent processor passes over the others): the
-    # other horizons need not travel through the pipeline.
-    focus_horizons = {focus, default_policy().thresholds.focus_horizon_hours} | {
-        e.thresholds.focus_horizon_hours for e in fed if isinstance(e, PolicyUpdated)
-    }
-    fed = [
-        e for e in fed if not isinstance(e, SignalReconciled) or e.horizon_hours in focus_horizons
-    ]
+    # Trades of other horizons need not travel through the pipeline.
+    deciding = focus_horizons([policy, *(e for e in fed if isinstance(e, PolicyUpdated))])
+    fed = [e for e in fed if not isinstance(e, SignalReconciled) or e.horizon_hours in deciding]
     recorded_policies = FleetState()
     for event in fed:
         if isinstance(event, PolicyUpdated) and event.ts <= start:

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from projections.log import events
 from projections.whatif import (
-    WHATIF_TOPICS,
     AgentOutcome,
     Column,
     Milestone,
@@ -36,11 +35,11 @@ from projections.whatif import (
     compare,
     plan,
     policy_from_json,
+    recorded_log,
     run_period,
     run_prefix,
-    split_log,
 )
-from schemas.envelope import format_utc, to_utc
+from schemas.envelope import Event, format_utc, to_utc
 from streams.cli.connection import replayed
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import load_verifier
@@ -99,9 +98,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: policy file {args.policy}: {error}", file=sys.stderr)
         return 2
     verifier = load_verifier(settings)
+    sources: set[str] = set()
+
+    def read(names: Sequence[str]) -> Iterator[Event]:
+        with replayed(settings, names) as (replay, where):
+            sources.add(where)
+            yield from events(replay, verifier=verifier)
+
     started = time.perf_counter()
-    with replayed(settings, WHATIF_TOPICS) as (records, where):
-        log = split_log(events(records, verifier=verifier))
+    log = recorded_log(read, policy)
+    loaded = time.perf_counter()
     try:
         the_plan = plan(log, policy, args.start, args.end)
     except WhatIfError as error:
@@ -112,11 +118,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         total=before + period, unit=" events", desc="what-if", disable=None, file=sys.stderr
     ) as bar:
         result = run_what_if(the_plan, bar.update)
-    elapsed = time.perf_counter() - started
+    ran = time.perf_counter() - loaded
     fed = before + 2 * period
     print(
-        f"replayed {fed:,} events ({before:,} shared before --from, {period:,} per run) "
-        f"in {elapsed:.1f} s: {fed / elapsed:,.0f} events/s; log read from the {where}",
+        f"read the log from the {' and the '.join(sorted(sources))} in {loaded - started:.1f} s; "
+        f"fed {fed:,} events "
+        f"({before:,} shared before --from, {period:,} in each run) in {ran:.1f} s: "
+        f"{fed / ran:,.0f} events/s",
         file=sys.stderr,
     )
     text = as_json(result) if args.format == "json" else as_table(result, args.policy.name)
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.buffer.write(text)
     else:
         args.out.write_bytes(text)
+        print(f"written to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -156,7 +156,7 @@ def test_the_json_is_the_same_bytes_twice_and_the_table_reads_the_changes(
     assert code == 0
     assert "thresholds.kill_min_trades" in table and "10 -> 0" in table
     assert "The what-if changes: kills 7 earlier, 1 new;" in table
-    assert "replayed" in err and "events/s" in err
+    assert "read the log from the durable log" in err and "events/s" in err
 
 
 def test_from_and_to_bound_what_the_file_decides(cli: Any) -> None:
