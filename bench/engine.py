@@ -85,7 +85,14 @@ def say(message: str) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process. On Linux from VmHWM: getrusage's maxrss of
+    a child starts at its parent's peak (fork copies it, exec keeps it), so a child of a
+    parent that generated a log reported the parent's 144 MB as its own."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -19,9 +19,11 @@ event time; governance facts are signed with a key derived from the seed.
 Measured, each in a fresh process so that neither the generator's memory nor the other's
 counts: (floor) replay every record through `projections.replay` and decode it
 (signatures checked); (rebuild) replay, admit and fold every record through
-`FleetProjection`, then build the meta report and its JSON bytes. Records/s of both,
-their ratio, the report's share of the time, and peak RSS. Prints a table and writes
-JSON to var/bench/reports.json.
+`FleetProjection`, then build the meta report and its JSON bytes; (what-if) bench.whatif's
+measurement of `metasup whatif` under a stricter kill line, over the same log.
+Records/s of the first two and their ratio, the report's share of the time, the
+what-if's time beside the floor's, and peak RSS. Prints a table and writes JSON to
+var/bench/reports.json.
 """
 
 from __future__ import annotations
@@ -420,6 +422,24 @@ def results(floor: dict[str, Any], rebuild: dict[str, Any], events_total: int) -
     ]
 
 
+def whatif_result(floor: dict[str, Any], whatif: dict[str, Any]) -> Result:
+    """The what-if (projections.whatif, measured by bench.whatif) beside the same floor."""
+    return Result(
+        name="what-if over the same log",
+        a=Measure("read+decode", floor["seconds"], "s"),
+        b=Measure("what-if", whatif["seconds"], "s"),
+        ratio=ratio(whatif["seconds"], floor["seconds"]),
+        ratio_of="B/A",
+        meaning=(
+            f"re-running governance under a stricter kill line over {whatif['days']:,.0f} days "
+            f"of {whatif['agents']} agents (read + decode + split {whatif['read_s']:,.1f} s, "
+            f"then baseline and what-if {whatif['run_s']:,.1f} s) takes this multiple of the "
+            f"time to replay and decode the log; kills: {whatif['kills']['baseline']} re-run "
+            f"under the policy in force, {whatif['kills']['what_if']} under the stricter line"
+        ),
+    )
+
+
 # --- the run ---------------------------------------------------------------------------
 
 
@@ -458,12 +478,14 @@ def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, Any]]:
             f"    {rebuild['records_per_s']:,.0f} records/s, peak RSS "
             f"{rebuild['peak_rss_mb']:,.0f} MB, report {rebuild['report_bytes']:,} bytes"
         )
-        # What-if over this same log (projections.whatif, issue 13 item 5) goes here: a
-        # child mode that re-runs the rules over the log's source events under another
-        # policy, measured in a fresh process like the rebuild, and a Result beside it.
+        say("[reports] what-if over the same log: bench.whatif's measurement (fresh process)")
+        whatif = in_child(common, "bench.whatif")
+        say(f"    {whatif['seconds']:,.1f} s, peak RSS {whatif['peak_rss_mb']:,.0f} MB")
     events_total = floor["records"]
-    report.update(log=log, floor=floor, rebuild=rebuild, wall_s=time.perf_counter() - started)
-    found = results(floor, rebuild, events_total)
+    report.update(
+        log=log, floor=floor, rebuild=rebuild, whatif=whatif, wall_s=time.perf_counter() - started
+    )
+    found = [*results(floor, rebuild, events_total), whatif_result(floor, whatif)]
     report["results"] = [asdict(result) for result in found]
     return found, report
 
