@@ -14,11 +14,10 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from projections.fleet import REPORT_TOPICS, FleetProjection, project_fleet
-from projections.replay import AsOf, AsOfError, parse_as_of_offsets
+from projections.replay import AsOf, AsOfError
 from projections.reports.forensics import forensics_markdown, forensics_report, forensics_text
 from projections.reports.governance import kill_list_text, lineage_text
 from projections.reports.lp_email import lp_email
@@ -27,6 +26,7 @@ from projections.reports.meta import report_json as to_json
 from projections.reports.pr_comment import pr_comment
 from streams.cli.connection import replayed
 from streams.cli.github_comment import GitHubCommentError, post_pr_comment
+from streams.cli.replay import chosen_as_of
 from streams.core.fleet_state import default_policy, policy_at
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import load_verifier
@@ -129,7 +129,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     when = parser.add_mutually_exclusive_group()
     when.add_argument(
         "--as-of",
-        type=datetime.fromisoformat,
         metavar="TIME",
         help="ISO-8601 time with timezone: only records the broker had received by then",
     )
@@ -149,16 +148,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3)",
     )
     parser.set_defaults(run=run)
-
-
-def as_of_of(args: argparse.Namespace, prefix: str) -> AsOf:
-    """The `--as-of` / `--as-of-offsets` of a command, for topics named with `prefix`."""
-    if args.as_of is not None:
-        return AsOf(received_until=args.as_of)
-    if args.as_of_offsets:
-        offsets = parse_as_of_offsets(args.as_of_offsets)
-        return AsOf(offsets={(prefix + t, p): o for (t, p), o in offsets.items()})
-    return AsOf()
 
 
 def build(
@@ -182,7 +171,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     try:
-        as_of = as_of_of(args, settings.topic_prefix)
+        as_of = chosen_as_of(args, settings)
         projection, report, where = build(settings, as_of, not args.no_progress)
     except AsOfError as error:
         print(f"error: {error}", file=sys.stderr)
