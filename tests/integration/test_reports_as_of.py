@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 
 import orjson
+import pytest
 
 from projections.log import LogRecord
 from streams.broker.embedded import EmbeddedBroker
+from tests.fakes.github import FakeGitHub
 from tests.integration.stack import create_topics, metasup, produce, worker_settings
 from tests.report_log import desk_log
 
@@ -56,7 +58,11 @@ async def test_a_report_taken_mid_stream_is_rebuilt_as_of_its_time_and_its_offse
 
 
 async def test_report_kinds_render_and_a_bad_as_of_says_what_is_wrong(
-    broker: EmbeddedBroker, prefix: str, tmp_path: Path
+    broker: EmbeddedBroker,
+    prefix: str,
+    tmp_path: Path,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await create_topics(broker, prefix)
     settings = worker_settings(prefix, tmp_path)
@@ -70,6 +76,15 @@ async def test_report_kinds_render_and_a_bad_as_of_says_what_is_wrong(
     assert code == 0 and "worst" in said.lower(), said
     code, said = await metasup(settings, broker, "report", "pr-comment")
     assert code == 0 and "## Meta-supervisor report" in said, said
+    github.answer = {"html_url": "https://github.com/o/r/pull/3#issuecomment-9"}
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_test")
+    code, said = await metasup(
+        settings, broker, "report", "pr-comment", "--post", "o/r#3", "--github-api", github.url
+    )
+    assert code == 0 and "posted: https://github.com/o/r/pull/3#issuecomment-9" in said, said
+    ((path, _, body),) = github.requests
+    assert path == "/repos/o/r/issues/3/comments"
+    assert orjson.loads(body)["body"].startswith("## Meta-supervisor report")
     code, said = await metasup(settings, broker, "report", "lp-email", "--format", "json")
     assert code == 0 and "[LP Daily] PnL" in said and "Not investment advice." in said, said
     code, said = await metasup(settings, broker, "report", "kills", "--format", "html")
