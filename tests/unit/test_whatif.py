@@ -161,9 +161,10 @@ def test_a_lower_cap_halves_the_weight_and_the_deployed_pnl() -> None:
     # at the capped weight.
     assert baseline.deployed_pnl_bps == pytest.approx((TRADES - 2) * 40.0 * 0.5)
     assert alternative.deployed_pnl_bps == pytest.approx((TRADES - 2) * 40.0 * 0.25)
-    assert alternative.agents["winner"].avg_weight == pytest.approx(
-        baseline.agents["winner"].avg_weight / 2
-    )
+    # Over the 26 days from the first event to the last trade: all cash until day 2.
+    assert baseline.agents["winner"].avg_weight == pytest.approx(0.5 * 24 / 26)
+    assert alternative.agents["winner"].avg_weight == pytest.approx(0.25 * 24 / 26)
+    assert alternative.avg_cash == pytest.approx((2 + 0.75 * 24) / 26)
     assert result.changes["winner"].deployed_pnl_bps == pytest.approx(-(TRADES - 2) * 10.0)
     assert result.changes["winner"].promoted == "same"  # verdicts do not hang on the cap
 
