@@ -566,8 +566,14 @@ def _agent_change(baseline: AgentOutcome, what_if: AgentOutcome) -> AgentChange:
         baseline.killed.at if baseline.killed else None,
         what_if.killed.at if what_if.killed else None,
     )
-    if killed == "same" and baseline.killed != what_if.killed:
-        killed = "same time, other rule"
+    if (
+        killed == "same"
+        and baseline.killed is not None
+        and what_if.killed is not None
+        and (baseline.killed.source, baseline.killed.rule)
+        != (what_if.killed.source, what_if.killed.rule)
+    ):
+        killed = "same time, other rule"  # the same rule's reason may quote other figures
     return AgentChange(
         killed=killed,
         promoted=change(baseline.promoted, what_if.promoted),

@@ -207,3 +207,10 @@ def test_an_invalid_policy_file_is_refused_with_what_is_wrong(
     assert code == 2
     assert out == ""
     assert "policy.json" in err and message in err
+
+
+def test_a_time_without_a_timezone_is_refused(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli(desk_policy(), "--from", "2019-05-01T00:00")
+    assert exit_.value.code == 2
+    assert "'2019-05-01T00:00' needs a timezone, e.g. 2024-03-01T00:00Z" in capsys.readouterr().err
