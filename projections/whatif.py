@@ -396,6 +396,9 @@ class Agreement(WireModel):
 
 
 class WhatIfResult(WireModel):
+    """The log, the baseline and the what-if side by side over the period [start, end]
+    (weights and deployed PnL over the period; first verdicts over everything fed)."""
+
     start: UtcDatetime
     end: UtcDatetime
     fed: dict[str, int]  # input events fed, by type
