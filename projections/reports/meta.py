@@ -295,7 +295,9 @@ def lineage_view(projection: FleetProjection) -> LineageView:
     return LineageView(roots=roots, nodes=nodes)
 
 
-def strategy_rows(projection: FleetProjection) -> list[StrategyRow]:
+def strategy_rows(
+    projection: FleetProjection, pooled: dict[str, AgentStats]
+) -> list[StrategyRow]:
     members: dict[str, list[str]] = {}
     for agent, group in sorted(projection.strategy_class.items()):
         if group is not None:
@@ -306,21 +308,21 @@ def strategy_rows(projection: FleetProjection) -> list[StrategyRow]:
     for group, agents in sorted(members.items()):
         entry = kills.get(group)
         active = entry is not None and (at is None or entry.active(at))
-        pooled = projection.class_stats.get(group)
         rows.append(
             StrategyRow(
                 strategy_class=group,
                 agents=agents,
                 trials=max(len(agents), projection.fleet.class_trials.get(group, 0)),
                 stopped=entry.describe() if entry is not None and active else None,
-                stats=projection.pooled_window(pooled) if pooled else AgentStats(),
+                stats=pooled.get(group, AgentStats()),
             )
         )
     return rows
 
 
-def fleet_summary(projection: FleetProjection, rows: list[AgentRow]) -> FleetSummary:
-    pooled = projection.pooled_window(projection.portfolio)
+def fleet_summary(
+    projection: FleetProjection, rows: list[AgentRow], pooled: AgentStats
+) -> FleetSummary:
     at = projection.clock
     return FleetSummary(
         agents=len(rows),
@@ -349,7 +351,8 @@ def meta_report(
 ) -> MetaReport:
     """The meta report of what `projection` folded; `position` is where the read stopped."""
     rows = agent_rows(projection)
-    fleet = fleet_summary(projection, rows)
+    pooled = projection.pooled_windows()
+    fleet = fleet_summary(projection, rows, pooled.portfolio)
     at = projection.clock
     policy = policy_at(projection.fleet, at) if at is not None else default_policy()
     allocation = projection.fleet.allocation
@@ -370,7 +373,7 @@ def meta_report(
         capital=dict(allocation.capital) if allocation else {},
         kill_list=kill_list_view(projection),
         lineage=lineage_view(projection),
-        strategy_stats=strategy_rows(projection),
+        strategy_stats=strategy_rows(projection, pooled.classes),
     )
 
 

@@ -507,12 +507,16 @@ def apply_reconciled(
     """Fold a reconciliation. Only the focus horizon counts, so a signal is one trade."""
     if rec.horizon_hours != focus_horizon_hours:
         return state
+    return apply_trade(state, Trade.of(rec), window_days)
+
+
+def apply_trade(state: StatsState, trade: Trade, window_days: int) -> StatsState:
+    """Fold one focus-horizon trade (a redelivered one changes nothing)."""
     window = _window(window_days)
-    if _is_late(state, rec.exit_ts, window):
+    if _is_late(state, trade.exit_ts, window):
         return state
-    day = day_of(rec.exit_ts)
+    day = day_of(trade.exit_ts)
     bucket = state.trade_days.get(day)
-    trade = Trade.of(rec)
     if bucket is not None and bucket.has(trade):
         return state
     bucket = TradeDay.of((trade,)) if bucket is None else bucket.with_fact(trade)
