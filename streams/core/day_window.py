@@ -109,7 +109,10 @@ class DayBucket(WireModel, Generic[F, T]):
         last = bisect_right(self.facts, end, key=_fact_time)
         if (first, last) == (0, len(self.facts)):
             return self.totals
-        return self.fold(None, self.facts[first:last])
+        key, totals = _CUTS.get((self,), (first, last))
+        if totals is None:
+            totals = _CUTS.put(key, (self,), self.fold(None, self.facts[first:last]))
+        return totals
 
 
 def _sort_key(fact: Any) -> tuple[Any, ...]:
@@ -207,8 +210,11 @@ class IdentityMemo(Generic[Totals]):
         self._size = size
         self._entries: dict[tuple[int, ...], tuple[tuple[weakref.ref[Any], ...], Totals]] = {}
 
-    def get(self, parts: Sequence[object]) -> tuple[tuple[int, ...], Totals | None]:
-        key = tuple(map(id, parts))
+    def get(
+        self, parts: Sequence[object], detail: tuple[int, ...] = ()
+    ) -> tuple[tuple[int, ...], Totals | None]:
+        """The totals merged from `parts` (and `detail`, what else they depend on), if known."""
+        key = (*map(id, parts), *detail)
         entry = self._entries.get(key)
         if entry is None or not all(map(operator.is_, map(operator.call, entry[0]), parts)):
             return key, None
@@ -219,6 +225,12 @@ class IdentityMemo(Generic[Totals]):
             del self._entries[next(iter(self._entries))]
         self._entries[key] = (tuple(map(weakref.ref, parts)), totals)
         return totals
+
+
+# The totals of the days a window cuts, by the day and where it is cut. The window's ends
+# move by the hour while every trade of that hour is judged (a strategy class's four
+# windows cut four days each time), so a cut is folded once, not once per trade.
+_CUTS: IdentityMemo[Any] = IdentityMemo(32768)
 
 
 class MergedDays(Generic[Totals]):
