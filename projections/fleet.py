@@ -16,6 +16,8 @@ the reason, for the kill list's audit trail.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -23,16 +25,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, NamedTuple
 
+import orjson
+
 from projections.log import LogRecord
 from schemas.codec import RejectedRecord, decode_event
 from schemas.envelope import Event
 from schemas.events import (
+    MAX_NAME_CHARS,
     AgentSpawned,
     AllocationUpdated,
     ConfidenceUpdated,
     DecisionMade,
     EventRejected,
     GovernanceFact,
+    OrderIntent,
     RunCompleted,
     SignalEmitted,
     SignalReconciled,
@@ -120,6 +126,10 @@ class FleetProjection:
     unverified: list[UnverifiedFact] = field(default_factory=list)
     unreconcilable: Counter[str] = field(default_factory=Counter)
     deadletter: Counter[str] = field(default_factory=Counter)
+    # Rejected records whose raw value names an agent (`rejected_agent`), per agent.
+    deadletter_agents: Counter[str] = field(default_factory=Counter)
+    # The newest order intent in event time: its `mode` is the trading mode in force.
+    last_order: OrderIntent | None = None
     # The newest event time among the facts the workers derived: the report's "now" in
     # event time (a source topic can hold events the intakes refused; derived ones were
     # accepted).
@@ -163,7 +173,8 @@ class FleetProjection:
         """Fold one admitted event; a redelivered copy (same id) changes nothing."""
         self.fleet = apply_fleet_event(self.fleet, event)
         if isinstance(
-            event, DecisionMade | AllocationUpdated | SignalReconciled | ConfidenceUpdated
+            event,
+            DecisionMade | AllocationUpdated | SignalReconciled | ConfidenceUpdated | EventRejected,
         ):
             if event.event_id in self._seen:
                 return
@@ -191,6 +202,13 @@ class FleetProjection:
             self.unreconcilable[event.reason] += 1
         elif isinstance(event, EventRejected):
             self.deadletter[event.source_topic] += 1
+            agent = rejected_agent(event.raw_value)
+            if agent is not None:
+                self.deadletter_agents[agent] += 1
+        elif isinstance(event, OrderIntent) and (
+            self.last_order is None or event.ts >= self.last_order.ts
+        ):
+            self.last_order = event
 
     def _tick(self, at: datetime) -> None:
         if self.clock is None or at > self.clock:
@@ -315,6 +333,17 @@ class FleetProjection:
             for t in self.trades_in_order()
             if (start is None or t.exit_ts > start) and t.exit_ts <= end
         ]
+
+
+def rejected_agent(raw_value: str) -> str | None:
+    """The agent a rejected record was about, when its raw value (base64) is a JSON object
+    whose `agent` is a name an agent could have; None when it cannot be told."""
+    try:
+        fields = orjson.loads(base64.b64decode(raw_value, validate=True))
+    except (binascii.Error, orjson.JSONDecodeError):
+        return None
+    agent = fields.get("agent") if isinstance(fields, dict) else None
+    return agent if isinstance(agent, str) and 0 < len(agent) <= MAX_NAME_CHARS else None
 
 
 def project_fleet(
