@@ -195,6 +195,15 @@ def allocate(
     )
 
 
+def with_portfolio_cvar(
+    result: AllocationResult, portfolio_cvar_bps: float | None, policy: Policy
+) -> AllocationResult:
+    """`result` with its capital at risk under the portfolio's CVaR: what `allocate` gives with
+    that CVaR, since only the capital reads it, without weighing every agent again."""
+    capital = _capital(result.weights, portfolio_cvar_bps, policy)
+    return result.model_copy(update={"capital": capital})
+
+
 def allocation_changed(
     previous: AllocationResult | AllocationUpdated | None,
     current: AllocationResult,

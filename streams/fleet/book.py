@@ -46,6 +46,7 @@ from streams.fleet.allocation import (
     allocate,
     allocation_changed,
     allocation_event,
+    with_portfolio_cvar,
 )
 from streams.fleet.breach import BreachEvidence, breach_kills, breach_targets
 from streams.fleet.deployed import (
@@ -210,27 +211,24 @@ def _check_breach(
 def _reallocate(
     book: FleetBook, policy: Policy, fleet: FleetState, at: datetime, cause: Event
 ) -> tuple[FleetBook, list[Event]]:
-    def allocation(portfolio_cvar_bps: float | None) -> AllocationResult:
-        return allocate(
-            {name: a.stats for name, a in book.agents.items()},
-            {name: a.mult for name, a in book.agents.items()},
-            {name: a.decision for name, a in book.agents.items()},
-            fleet.kills,
-            {name: a.strategy_class for name, a in book.agents.items()},
-            regime_at(fleet, at),
-            policy,
-            at,
-            portfolio_cvar_bps,
-        )
-
     last = book.rebalanced_at
     book = book.model_copy(update={"rebalanced_at": at if last is None else max(last, at)})
-    if not allocation_changed(book.allocation, allocation(None)):
+    weighed = allocate(
+        {name: a.stats for name, a in book.agents.items()},
+        {name: a.mult for name, a in book.agents.items()},
+        {name: a.decision for name, a in book.agents.items()},
+        fleet.kills,
+        {name: a.strategy_class for name, a in book.agents.items()},
+        regime_at(fleet, at),
+        policy,
+        at,
+    )
+    if not allocation_changed(book.allocation, weighed):
         return book, []
     # Capital at risk needs the portfolio CVaR, a tail over the whole window, and the report
     # the contributions: computed only for an allocation that is emitted.
     days = policy.thresholds.window_days
-    result = allocation(window_cvar95_bps(book.portfolio, at, days))
+    result = with_portfolio_cvar(weighed, window_cvar95_bps(book.portfolio, at, days), policy)
     history = with_weights(
         book.weights_in_force,
         at,
