@@ -7,11 +7,12 @@ import asyncio
 from functools import partial
 
 from streams.cli.demo import run_demo
+from streams.dashboard.server import run_dashboard
 from streams.reconcile.http_feeds import default_price_feed
 from streams.runtime.live_feed import run_live_feed
 from streams.runtime.settings import Settings
 from streams.runtime.stack import DataDirInUse, Stack, install_stop_handlers
-from streams.runtime.supervisor_key import ensure_key_pair, load_signer
+from streams.runtime.supervisor_key import ensure_key_pair, load_signer, load_verifier
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +63,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
             f"verify kills and policy with {settings.supervisor_public_key_path()}"
         )
     stack.say(price_feed_line(settings, args.price_poll_s, args.demo))
+    stack.extras.append(
+        partial(run_dashboard, settings=settings, verifier=load_verifier(settings), say=stack.say)
+    )
     if args.demo:
         stack.extras.append(
             partial(

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         default="https://api.exchange.coinbase.com", alias="COINBASE_BASE_URL"
     )
 
+    # METASUP_DASHBOARD_HOST / _PORT: the dashboard `metasup up` serves (loopback unless
+    # told otherwise; a taken port means any free one, printed).
+    dashboard_host: str = Field(default="127.0.0.1", alias="METASUP_DASHBOARD_HOST")
+    dashboard_port: int = Field(default=8080, alias="METASUP_DASHBOARD_PORT")
+    # METASUP_DASHBOARD_TOKEN: the bearer token of the dashboard's operator controls (from
+    # the environment only; unset = controls disabled). METASUP_DASHBOARD_ACTOR: the
+    # keyring actor whose key signs the commands the dashboard sends.
+    dashboard_token: SecretStr | None = Field(default=None, alias="METASUP_DASHBOARD_TOKEN")
+    dashboard_actor: str = Field(default="dashboard", alias="METASUP_DASHBOARD_ACTOR")
+
     @property
     def embedded(self) -> bool:
         return self.broker is None
