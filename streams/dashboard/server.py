@@ -31,6 +31,7 @@ from projections.metrics import (
 )
 from projections.reconcile_status import STATUS_TOPICS, reconcile_status
 from projections.replay import BrokerSource, Replay
+from schemas.envelope import format_utc
 from schemas.topics import CATALOGUE, topic_for
 from streams.broker.embedded import free_port, port_is_free
 from streams.broker.offsets import consumer_lag
@@ -186,9 +187,7 @@ async def command(request: web.Request) -> web.Response:
                 request.headers.get("Authorization"),
             )
         except ControlRefused:
-            log.warning(
-                "dashboard: refused %s from %s: no valid operator token", action, request.remote
-            )
+            log.warning("refused %s from %s: no valid operator token", action, request.remote)
             raise
         now = datetime.now(UTC)
         body = parse_request(action, await request.read(), now)
@@ -207,7 +206,7 @@ async def command(request: web.Request) -> web.Response:
         return _json_error(503, f"could not send to the broker at {live.bootstrap} ({error})")
     finally:
         await publisher.stop()
-    log.info("dashboard: sent %s %s for %s", signed.type, signed.event_id, request.remote)
+    log.info("sent %s %s for %s", signed.type, signed.event_id, request.remote)
     return web.Response(
         status=202,
         content_type=JSON,
@@ -219,7 +218,7 @@ async def command(request: web.Request) -> web.Response:
                 "target_type": signed.target_type,
                 "target": signed.target,
                 "actor": actor,
-                "until": body.until.isoformat() if body.until else None,
+                "until": format_utc(body.until) if body.until else None,
                 "note": "the supervisor verifies it and records the result on `kills`; "
                 "a refused command goes to `deadletter`",
             }
@@ -272,8 +271,9 @@ async def run_dashboard(
     port = choose_port(settings.dashboard_host, settings.dashboard_port, say)
     site = web.TCPSite(runner, settings.dashboard_host, port)
     await site.start()
-    controls = "on" if settings.dashboard_token is not None else "off (METASUP_DASHBOARD_TOKEN)"
-    say(f"dashboard: http://{settings.dashboard_host}:{port}/ (operator controls {controls})")
+    say(f"dashboard: http://{settings.dashboard_host}:{port}/")
+    if settings.dashboard_token is None:
+        say("dashboard operator controls are off: set METASUP_DASHBOARD_TOKEN to turn them on")
     tasks = [
         asyncio.create_task(live.run(closing)),
         asyncio.create_task(live.poll_agent_lags(settings.group_id, closing)),

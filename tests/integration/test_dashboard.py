@@ -65,8 +65,9 @@ async def start_dashboard(broker: EmbeddedBroker, prefix: str) -> AsyncIterator[
         )
         tasks.append(task)
         await eventually(lambda: any(line.startswith("dashboard: ") for line in said), 10)
-        url = said[-1].split()[1].rstrip("/")
-        return Dashboard(url, http, said)
+        [url] = [line.removeprefix("dashboard: ") for line in said if "http" in line]
+        assert url.endswith("/"), said
+        return Dashboard(url.rstrip("/"), http, said)
 
     yield start
     stop.set()
@@ -122,7 +123,8 @@ async def test_the_desk_live_on_the_page_json_and_metrics(
     agents = sorted({e.agent for e in desk if isinstance(e, RunCompleted)})
     assert len(agents) == 10
     dashboard = await start_dashboard(dashboard_settings(prefix, tmp_path))
-    assert dashboard.said[-1].startswith("dashboard: http://127.0.0.1:")
+    assert dashboard.url.startswith("http://127.0.0.1:")
+    assert "operator controls are off: set METASUP_DASHBOARD_TOKEN" in dashboard.said[-1]
 
     async def caught_up() -> bool:
         state = await dashboard.json("/api/state")
