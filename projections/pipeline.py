@@ -76,7 +76,10 @@ class InMemoryPipeline:
     def _process(self, processor: Processor[Any], event: Event, queue: deque[Routed]) -> None:
         name = processor.input_topic
         states = self.states.setdefault(name, {})
-        result = apply_input(processor, self.facts.get(name, FleetState()), states.get, event)
+        facts = self.facts.get(name)
+        if facts is None:  # not `get(name, FleetState())`: that builds a model per record
+            facts = FleetState()
+        result = apply_input(processor, facts, states.get, event)
         self.facts[name] = result.facts
         if result.key is not None:
             states[result.key] = result.state
