@@ -20,8 +20,11 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from projections.fleet import project_fleet
 from projections.log import LogRecord, events, read_broker
+from projections.panels import dashboard_state
 from projections.reconcile_status import STATUS_TOPICS, reconcile_status
+from projections.reports.meta import report_json
 from schemas.events import DecisionMade, KillRequested, RunCompleted
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.dashboard.server import run_dashboard
@@ -135,6 +138,10 @@ async def test_the_desk_live_on_the_page_json_and_metrics(
     assert [row["agent"] for row in rows] == agents
     assert all(row["health"]["budget"] is not None for row in rows)
     state = await dashboard.json("/api/state")
+    # Read from the broker and folded live, the page shows what the recorded log folded
+    # offline shows (the same records, received at the same times).
+    offline = dashboard_state(project_fleet(records, SUPERVISOR_KEY.verifier))
+    assert state == orjson.loads(report_json(offline))
     for panel in ("portfolio", "curves", "allocation", "kill_list", "lineage", "feed"):
         assert await dashboard.json(f"/api/{panel}") == state[panel]
 

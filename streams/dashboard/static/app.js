@@ -176,6 +176,7 @@ const AGENT_COLUMNS = [
   ["decision", (r) => r.decision],
   ["reasons", (r) => (r.reasons || []).join("; ")],
   ["PnL bps", (r) => r.stats.pnl_sum_bps, 1],
+  ["equity", (r) => lastEquity(r.agent), "spark"],
   ["hit", (r) => r.stats.hit_rate, "pct"],
   ["error rate", (r) => r.stats.error_rate, "pct"],
   ["latency ms", (r) => r.stats.avg_latency_ms, 0],
@@ -195,6 +196,32 @@ const AGENT_COLUMNS = [
 ];
 let sortColumn = 0;
 let sortAscending = true;
+
+function agentPoints(agent) {
+  const curve = latest && latest.curves.agents[agent];
+  return curve ? curve.points : [];
+}
+
+function lastEquity(agent) {
+  const points = agentPoints(agent);
+  return points.length ? points[points.length - 1].equity_bps : null;
+}
+
+// The agent's window equity as a line the width of a cell: which agents are climbing and
+// which are falling shows at a glance down the column.
+function sparkline(points) {
+  const width = 90, height = 22;
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "spark", role: "img" });
+  if (points.length < 2) return root;
+  const values = points.map((p) => p.equity_bps);
+  const lo = Math.min(0, ...values), hi = Math.max(0, ...values), span = hi - lo || 1;
+  const coords = values.map((v, i) =>
+    `${((i * width) / (values.length - 1)).toFixed(1)},${(1 + ((hi - v) * (height - 2)) / span).toFixed(1)}`);
+  const zero = (1 + (hi * (height - 2)) / span).toFixed(1);
+  root.append(svg("line", { x1: 0, x2: width, y1: zero, y2: zero, class: "axis" }));
+  root.append(svg("polyline", { points: coords.join(" "), class: values[values.length - 1] < 0 ? "down" : "up" }));
+  return root;
+}
 
 function cellText(value, format) {
   if (format === "pct") return pct(value);
@@ -239,6 +266,13 @@ function renderAgents(panel) {
     if (row.stopped) tr.className = "stopped";
     for (const [title, get, format] of AGENT_COLUMNS) {
       const value = get(row);
+      if (format === "spark") {
+        const td = el("td");
+        td.title = `${row.agent}: ${num(value)} bps over the window`;
+        td.append(sparkline(agentPoints(row.agent)));
+        tr.append(td);
+        continue;
+      }
       const td = el("td", cellText(value, format));
       if (title === "reasons") td.className = "reasons";
       else if (title === "decision" && value) td.className = "text decision-" + value;
