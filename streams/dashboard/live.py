@@ -158,7 +158,10 @@ class LiveFleet:
                 await self._follow(stop)
             except (KafkaError, OSError, TimeoutError, LogUnavailable, LookupError) as error:
                 self.following = False
-                log.warning("dashboard: cannot read the log (%s); retrying", error or type(error))
+                log.warning("cannot read the log (%s); retrying", error or type(error).__name__)
+            except Exception:  # a page frozen without a word would be worse than a retry
+                self.following = False
+                log.exception("following the log failed; starting again from offset 0")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_S)
 
@@ -226,7 +229,7 @@ class LiveFleet:
             try:
                 lags = await consumer_lag(self.bootstrap, group_id, [self.prefix + AGENT_INPUT])
             except (KafkaError, OSError, TimeoutError) as error:
-                log.debug("dashboard: no consumer lag (%s)", error)
+                log.debug("no consumer lag (%s)", error)
             else:
                 fresh = {lag.partition: lag.lag for lag in lags}
                 if fresh != self.agent_lags:

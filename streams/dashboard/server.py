@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 STATIC: Final = Path(__file__).parent / "static"
 KEEPALIVE_S: Final = 15.0
 SEND_TIMEOUT_S: Final = 15.0
+# A scrape answers 503 rather than hang on a broker that does not answer.
+BROKER_READ_TIMEOUT_S: Final = 10.0
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'",
     "X-Content-Type-Options": "nosniff",
@@ -128,7 +130,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 
 def pending_reconciliations(bootstrap: str, verifier: FactVerifier, prefix: str) -> int:
     """Signal horizons not yet priced, as `metasup status` counts them (blocking)."""
-    source = BrokerSource(bootstrap)
+    source = BrokerSource(bootstrap, BROKER_READ_TIMEOUT_S)
     try:
         replay = Replay(source, [prefix + name for name in STATUS_TOPICS], progress=False)
         status = reconcile_status(events(replay, verifier=verifier))
@@ -142,8 +144,11 @@ async def metrics(request: web.Request) -> web.Response:
     rates = live.rates()
     async with request.app[METRICS_LOCK]:  # one scrape at a time reads the broker
         try:
-            lags = await consumer_lag(
-                live.bootstrap, settings.group_id, [settings.topic(s.name) for s in CATALOGUE]
+            lags = await asyncio.wait_for(
+                consumer_lag(
+                    live.bootstrap, settings.group_id, [settings.topic(s.name) for s in CATALOGUE]
+                ),
+                BROKER_READ_TIMEOUT_S,
             )
             pending = await asyncio.to_thread(
                 pending_reconciliations, live.bootstrap, live.verifier, live.prefix
@@ -268,10 +273,18 @@ async def run_dashboard(
     app = make_app(live, settings, closing)
     runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
     await runner.setup()
-    port = choose_port(settings.dashboard_host, settings.dashboard_port, say)
-    site = web.TCPSite(runner, settings.dashboard_host, port)
-    await site.start()
-    say(f"dashboard: http://{settings.dashboard_host}:{port}/")
+    host = settings.dashboard_host
+    try:
+        port = choose_port(host, settings.dashboard_port, say)
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:  # the stack runs on without its page, but says so
+        say(
+            f"dashboard: cannot listen on {host} ({error}); "
+            "check METASUP_DASHBOARD_HOST / METASUP_DASHBOARD_PORT"
+        )
+        await runner.cleanup()
+        return
+    say(f"dashboard: http://{host}:{port}/")
     if settings.dashboard_token is None:
         say("dashboard operator controls are off: set METASUP_DASHBOARD_TOKEN to turn them on")
     tasks = [

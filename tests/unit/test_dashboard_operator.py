@@ -4,6 +4,7 @@ command, what a valid request becomes, and the headers every answer carries."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from streams.dashboard.operator import (
     parse_request,
     signing_key,
 )
-from streams.dashboard.server import make_app
+from streams.dashboard.server import choose_port, make_app, run_dashboard
 from streams.fleet.commands import new_key, verify
 from streams.runtime.settings import Settings
 from tests.keys import SUPERVISOR_KEY
@@ -157,3 +158,31 @@ async def test_a_wrong_token_is_refused_before_anything_else(tmp_path: Path) -> 
         response = await client.post("/api/commands/kill", data=b"garbage")
         assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
         assert (await client.post("/api/commands/explode")).status == 404
+
+
+def test_a_taken_port_gives_a_free_one_and_says_so() -> None:
+    said: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        chosen = choose_port("127.0.0.1", busy, said.append)
+    assert chosen != busy and said == [
+        f"port {busy} is taken; the dashboard uses {chosen} (set METASUP_DASHBOARD_PORT)"
+    ]
+
+
+async def test_an_address_it_cannot_listen_on_is_said_and_the_stack_goes_on(
+    tmp_path: Path,
+) -> None:
+    said: list[str] = []
+    settings = Settings(METASUP_DATA_DIR=tmp_path).model_copy(
+        update={"dashboard_host": "no-such-host.invalid"}
+    )
+    stop = asyncio.Event()
+    await asyncio.wait_for(
+        run_dashboard("127.0.0.1:1", stop, settings, SUPERVISOR_KEY.verifier, said.append), 10
+    )
+    [line] = said
+    assert line.startswith("dashboard: cannot listen on no-such-host.invalid")
+    assert "METASUP_DASHBOARD_HOST" in line
