@@ -144,14 +144,18 @@ async def metrics(request: web.Request) -> web.Response:
     rates = live.rates()
     async with request.app[METRICS_LOCK]:  # one scrape at a time reads the broker
         try:
-            lags = await asyncio.wait_for(
-                consumer_lag(
-                    live.bootstrap, settings.group_id, [settings.topic(s.name) for s in CATALOGUE]
+            lags, pending = await asyncio.gather(  # side by side: each waits on the broker
+                asyncio.wait_for(
+                    consumer_lag(
+                        live.bootstrap,
+                        settings.group_id,
+                        [settings.topic(s.name) for s in CATALOGUE],
+                    ),
+                    BROKER_READ_TIMEOUT_S,
                 ),
-                BROKER_READ_TIMEOUT_S,
-            )
-            pending = await asyncio.to_thread(
-                pending_reconciliations, live.bootstrap, live.verifier, live.prefix
+                asyncio.to_thread(
+                    pending_reconciliations, live.bootstrap, live.verifier, live.prefix
+                ),
             )
         except (KafkaError, OSError, TimeoutError) as error:
             return _json_error(503, f"the broker at {live.bootstrap} did not answer ({error})")
