@@ -147,7 +147,6 @@ class LiveFleet:
         self.events: Counter[str] = Counter()
         self._rate_samples: deque[tuple[float, Counter[str]]] = deque()
         self._changed = asyncio.Event()
-        self.following = False
 
     # --- following the log --------------------------------------------------------------
 
@@ -157,13 +156,11 @@ class LiveFleet:
             try:
                 await self._follow(stop)
             except (KafkaError, OSError, TimeoutError, LogUnavailable, LookupError) as error:
-                self.following = False
                 log.warning("cannot read the log (%s); retrying", error or type(error).__name__)
             except Exception:  # a page frozen without a word would be worse than a retry
-                self.following = False
                 log.exception("following the log failed; starting again from offset 0")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RETRY_S)
+            with contextlib.suppress(TimeoutError):  # (after `stop`, this returns at once)
+                await asyncio.wait_for(stop.wait(), RETRY_S)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         projection, position, counts = await asyncio.to_thread(
@@ -179,7 +176,6 @@ class LiveFleet:
         async with assigned_consumer(self.bootstrap, present) as (consumer, partitions):
             for tp in partitions:
                 consumer.seek(tp, position.get((tp.topic, tp.partition), 0))
-            self.following = True
             dirty = False
             last_render = time.monotonic()
             while not stop.is_set():
