@@ -105,9 +105,15 @@ class DayBucket(WireModel, Generic[F, T]):
 
     def within(self, start: datetime | None, end: datetime) -> T:
         """The totals of the day's facts in (start, end]."""
-        first = 0 if start is None else bisect_right(self.facts, start, key=_fact_time)
-        last = bisect_right(self.facts, end, key=_fact_time)
-        if (first, last) == (0, len(self.facts)):
+        facts = self.facts
+        # Most windows end after their last day (now), and many start before their first.
+        first = 0
+        if start is not None and _fact_time(facts[0]) <= start:
+            first = bisect_right(facts, start, key=_fact_time)
+        last = len(facts)
+        if _fact_time(facts[-1]) > end:
+            last = bisect_right(facts, end, key=_fact_time)
+        if (first, last) == (0, len(facts)):
             return self.totals
         key, totals = _CUTS.get((self,), (first, last))
         if totals is None:
@@ -115,14 +121,11 @@ class DayBucket(WireModel, Generic[F, T]):
         return totals
 
 
-def _sort_key(fact: Any) -> tuple[Any, ...]:
-    key: tuple[Any, ...] = fact.sort_key()
-    return key
-
-
-def _fact_time(fact: Any) -> datetime:
-    at: datetime = fact.at
-    return at
+# A fact's order and time, as bisection keys: called in C, so that a probe costs the fact's
+# own `sort_key` or `at` and no Python call around it (bisecting the days a window cuts is
+# most of what cutting them costs).
+_sort_key: Callable[[Any], tuple[Any, ...]] = operator.methodcaller("sort_key")
+_fact_time: Callable[[Any], datetime] = operator.attrgetter("at")
 
 
 def _last_time_group(facts: Sequence[Any]) -> int:
