@@ -592,7 +592,8 @@ def _sorted_pnls(day: TradeDay, start: datetime | None, end: datetime) -> list[f
 def _smallest(ascending_lists: Sequence[list[float]], k: int) -> list[float]:
     """The k smallest values of ascending lists, ascending. A value line found by
     bisection, with at least k values at or below it, cuts each list to a prefix; only
-    those prefixes are merged."""
+    those prefixes are merged. The search stops at a line with exactly k values at or
+    below it: any lower line that keeps k values keeps those same k."""
     lists = [values for values in ascending_lists if values]
     if not k or not lists:
         return []
@@ -601,8 +602,11 @@ def _smallest(ascending_lists: Sequence[list[float]], k: int) -> list[float]:
         middle = (low + high) / 2
         if not low < middle < high:
             break
-        if sum(bisect_right(values, middle) for values in lists) >= k:
+        below = sum(bisect_right(values, middle) for values in lists)
+        if below >= k:
             high = middle
+            if below == k:
+                break
         else:
             low = middle
     return sorted(v for values in lists for v in values[: bisect_right(values, high)])[:k]
