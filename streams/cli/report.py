@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from projections.fleet import REPORT_TOPICS, FleetProjection, project_fleet
@@ -24,6 +25,7 @@ from projections.reports.lp_email import lp_email
 from projections.reports.meta import MetaReport, kill_list_view, lineage_view, meta_report
 from projections.reports.meta import report_json as to_json
 from projections.reports.pr_comment import pr_comment
+from schemas.clock import utc_now
 from streams.cli.connection import replayed
 from streams.cli.github_comment import GitHubCommentError, post_pr_comment
 from streams.cli.replay import chosen_as_of
@@ -140,6 +142,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--format", help="output format (default: the kind's first)")
     parser.add_argument("--out", type=Path, help="write to this file instead of stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        metavar="SECONDS",
+        help="without --as-of: leave out records received in the last SECONDS "
+        f"(default {SETTLE_S:g}), so --as-of <generated_at> can rebuild the report later",
+    )
     github = parser.add_argument_group("posting the pr-comment (token from GITHUB_TOKEN)")
     github.add_argument("--post", metavar="OWNER/REPO#N", help="post it on this pull request")
     github.add_argument(
@@ -148,6 +158,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3)",
     )
     parser.set_defaults(run=run)
+
+
+# A producer stamps a record when it makes it and the broker appends it a moment later
+# (batching, network); Tansu keeps the producer's stamp (it ignores LogAppendTime). A live
+# report therefore leaves out the last seconds: every record stamped before its cut has
+# been appended by the time it reads, so the same cut replays the same records later.
+SETTLE_S = 5.0
+
+
+def live_as_of(args: argparse.Namespace, settings: Settings, now: datetime) -> AsOf:
+    """The as-of a command asked for; without one, what had settled by `now`."""
+    as_of = chosen_as_of(args, settings)
+    if as_of.received_until is None and not as_of.offsets and args.settle > 0:
+        return AsOf(received_until=now - timedelta(seconds=args.settle))
+    return as_of
 
 
 def build(
@@ -171,7 +196,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     try:
-        as_of = chosen_as_of(args, settings)
+        as_of = live_as_of(args, settings, utc_now())
         projection, report, where = build(settings, as_of, not args.no_progress)
     except AsOfError as error:
         print(f"error: {error}", file=sys.stderr)
