@@ -32,8 +32,16 @@ class HorizonStatus:
 
 @dataclass
 class ReconcileStatus:
+    """The counts folded one event at a time, so a live reader (the dashboard) keeps them as
+    records arrive instead of rereading the log; each (signal, horizon) counts once,
+    whatever the duplicates in the log."""
+
     rows: dict[tuple[str, int], HorizonStatus] = field(default_factory=dict)
     price_watermarks: dict[str, datetime] = field(default_factory=dict)
+    # The policy in force decides a signal's horizons.
+    fleet: FleetState = field(default_factory=FleetState)
+    signals: set[object] = field(default_factory=set)
+    settled: set[tuple[object, int]] = field(default_factory=set)
 
     def row(self, symbol: str, horizon: int) -> HorizonStatus:
         key = (base_asset(symbol), horizon)
@@ -41,31 +49,34 @@ class ReconcileStatus:
             self.rows[key] = HorizonStatus(*key)
         return self.rows[key]
 
+    @property
+    def pending(self) -> int:
+        return sum(row.pending for row in self.rows.values())
 
-def reconcile_status(events: Iterable[Event]) -> ReconcileStatus:
-    """Count each (signal, horizon) once, whatever the duplicates in the log."""
-    status = ReconcileStatus()
-    fleet = FleetState()
-    signals: set[object] = set()
-    settled: set[tuple[object, int]] = set()
-    for event in events:
-        fleet = apply_fleet_event(fleet, event)
+    def apply(self, event: Event) -> None:
+        self.fleet = apply_fleet_event(self.fleet, event)
         if isinstance(event, PriceObserved):
             symbol = base_asset(event.symbol)
-            known = status.price_watermarks.get(symbol)
-            status.price_watermarks[symbol] = max(known, event.ts) if known else event.ts
-        elif isinstance(event, SignalEmitted) and event.event_id not in signals:
-            signals.add(event.event_id)
-            for horizon in policy_at(fleet, event.ts).thresholds.horizons_hours:
-                status.row(event.symbol, horizon).signals += 1
+            known = self.price_watermarks.get(symbol)
+            self.price_watermarks[symbol] = max(known, event.ts) if known else event.ts
+        elif isinstance(event, SignalEmitted) and event.event_id not in self.signals:
+            self.signals.add(event.event_id)
+            for horizon in policy_at(self.fleet, event.ts).thresholds.horizons_hours:
+                self.row(event.symbol, horizon).signals += 1
         elif isinstance(event, SignalReconciled | SignalUnreconcilable):
-            if (event.signal_id, event.horizon_hours) in settled:
-                continue
-            settled.add((event.signal_id, event.horizon_hours))
-            row = status.row(event.symbol, event.horizon_hours)
+            if (event.signal_id, event.horizon_hours) in self.settled:
+                return
+            self.settled.add((event.signal_id, event.horizon_hours))
+            row = self.row(event.symbol, event.horizon_hours)
             if isinstance(event, SignalReconciled):
                 row.reconciled += 1
             else:
                 row.unreconcilable += 1
                 row.reasons[event.reason] += 1
+
+
+def reconcile_status(events: Iterable[Event]) -> ReconcileStatus:
+    status = ReconcileStatus()
+    for event in events:
+        status.apply(event)
     return status

@@ -7,9 +7,16 @@ each fetched batch folded in receipt order. The panels are recomputed at most ev
 `refresh_s` and only when something was folded: a busy log costs one recompute per
 interval, not one per record.
 
-A broker that goes away (the stack restarting it from the durable log) ends the follow;
-the next attempt replays from offset 0 into a fresh projection, so the page never mixes
-two brokers' offsets.
+A broker restarted under the follower (the stack restores it from the durable log, every
+record at its old offset) is followed on: the consumer reconnects and fetches from where
+it was, getting nothing until the restore has come that far. Should a fetch ever come back
+from before where the follower was (a Kafka broker answers "out of range" for a partition
+not yet restored, and the consumer starts it over from its earliest record), the follow
+ends and the next attempt replays from offset 0 into a fresh projection: a record is never
+folded twice.
+
+Pending reconciliations (for `/metrics`) are folded here too, record by record, with
+`metasup status`'s own fold, so a scrape costs nothing however long the log.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from projections.fleet import REPORT_TOPICS, FleetProjection
-from projections.log import LogRecord, LogUnavailable, receipt_key
+from projections.log import LogRecord, LogUnavailable, events, receipt_key
 from projections.panels import (
     FEED_SIZE,
     MAX_CURVE_POINTS,
@@ -37,6 +44,7 @@ from projections.panels import (
     DashboardState,
     dashboard_state,
 )
+from projections.reconcile_status import STATUS_TOPICS, ReconcileStatus
 from projections.replay import BrokerSource, Replay
 from projections.reports.meta import report_json
 from schemas.topics import topic
@@ -103,18 +111,36 @@ def render(
     return Rendered(version, state, report_json(state), panels)
 
 
+class LogRewound(RuntimeError):
+    """A fetch returned records from before where the follower was."""
+
+
+@dataclass
+class Folded:
+    """What the log has been folded into so far."""
+
+    fleet: FleetProjection
+    reconciliations: ReconcileStatus
+
+    def apply_record(self, record: LogRecord, verifier: FactVerifier, prefix: str) -> None:
+        self.fleet.apply_record(record, verifier, prefix)
+        if record.topic.removeprefix(prefix) in STATUS_TOPICS:
+            for event in events([record], verifier=verifier):  # as `metasup status` decodes
+                self.reconciliations.apply(event)
+
+
 def catch_up(
     bootstrap: str, topics: list[str], verifier: FactVerifier, prefix: str
-) -> tuple[FleetProjection, dict[TopicPartitionKey, int], Counter[str]]:
+) -> tuple[Folded, dict[TopicPartitionKey, int], Counter[str]]:
     """The log up to its current end folded (blocking: run it in a thread), where the
     replay stopped per partition, and the records read per topic."""
     source = BrokerSource(bootstrap)
     try:
         replay = Replay(source, topics, progress=False)
-        projection = FleetProjection()
+        folded = Folded(FleetProjection(), ReconcileStatus())
         for record in replay:
-            projection.apply_record(record, verifier, prefix)
-        return projection, replay.position, replay.records_by_topic
+            folded.apply_record(record, verifier, prefix)
+        return folded, replay.position, replay.records_by_topic
     finally:
         source.close()
 
@@ -138,11 +164,11 @@ class LiveFleet:
         self.max_points = max_points
         self.feed_size = feed_size
         self.topics = [prefix + name for name in REPORT_TOPICS]
-        self.projection = FleetProjection()
+        self.folded = Folded(FleetProjection(), ReconcileStatus())
         # The workers' committed lag per `agent-input` partition (`poll_agent_lags`).
         self.agent_lags: dict[int, int] = {}
         self._lags_changed = False
-        self.rendered = render(self.projection, 0, max_points, feed_size, self.agent_lags)
+        self.rendered = render(self.folded.fleet, 0, max_points, feed_size, self.agent_lags)
         # Records per public topic (without the prefix) since the last catch-up.
         self.events: Counter[str] = Counter()
         self._rate_samples: deque[tuple[float, Counter[str]]] = deque()
@@ -155,7 +181,14 @@ class LiveFleet:
         while not stop.is_set():
             try:
                 await self._follow(stop)
-            except (KafkaError, OSError, TimeoutError, LogUnavailable, LookupError) as error:
+            except (
+                KafkaError,
+                OSError,
+                TimeoutError,
+                LogUnavailable,
+                LookupError,
+                LogRewound,
+            ) as error:
                 log.warning("cannot read the log (%s); retrying", error or type(error).__name__)
             except Exception:  # a page frozen without a word would be worse than a retry
                 log.exception("following the log failed; starting again from offset 0")
@@ -163,10 +196,10 @@ class LiveFleet:
                 await asyncio.wait_for(stop.wait(), RETRY_S)
 
     async def _follow(self, stop: asyncio.Event) -> None:
-        projection, position, counts = await asyncio.to_thread(
+        folded, position, counts = await asyncio.to_thread(
             catch_up, self.bootstrap, self.topics, self.verifier, self.prefix
         )
-        self.projection = projection
+        self.folded = folded
         self.events = Counter({topic.removeprefix(self.prefix): n for topic, n in counts.items()})
         self._rate_samples.clear()
         await self._publish()
@@ -180,7 +213,7 @@ class LiveFleet:
             last_render = time.monotonic()
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=FETCH_WAIT_MS)
-                if self._fold(fetched):
+                if self._fold(fetched, position):
                     dirty = True
                 self._sample_rate()
                 dirty = dirty or self._lags_changed
@@ -188,8 +221,22 @@ class LiveFleet:
                     await self._publish()
                     dirty, last_render = False, time.monotonic()
 
-    def _fold(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
-        """Fold one fetch, its partitions merged by receipt; True if anything was folded."""
+    def _fold(
+        self,
+        fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        position: dict[TopicPartitionKey, int],
+    ) -> bool:
+        """Fold one fetch, its partitions merged by receipt, advancing `position` (the next
+        offset per partition); True if anything was folded."""
+        for tp, batch in fetched.items():
+            expected = position.get((tp.topic, tp.partition), 0)
+            if batch and batch[0].offset < expected:
+                raise LogRewound(
+                    f"{tp.topic}[{tp.partition}] came back from offset {batch[0].offset}, "
+                    f"not {expected}: reading the log again from offset 0"
+                )
+            if batch:
+                position[(tp.topic, tp.partition)] = batch[-1].offset + 1
         records = sorted(
             (
                 LogRecord(m.topic, m.partition, m.offset, m.timestamp, m.value)
@@ -199,7 +246,7 @@ class LiveFleet:
             key=receipt_key,
         )
         for record in records:
-            self.projection.apply_record(record, self.verifier, self.prefix)
+            self.folded.apply_record(record, self.verifier, self.prefix)
             self.events[record.topic.removeprefix(self.prefix)] += 1
         return bool(records)
 
@@ -209,7 +256,7 @@ class LiveFleet:
         self._lags_changed = False
         self.rendered = await asyncio.to_thread(
             render,
-            self.projection,
+            self.folded.fleet,
             self.rendered.version + 1,
             self.max_points,
             self.feed_size,
@@ -270,5 +317,5 @@ class LiveFleet:
         }
 
     def last_decision_at(self) -> datetime | None:
-        decisions = self.projection.decisions.values()
+        decisions = self.folded.fleet.decisions.values()
         return max((made.ts for made in decisions), default=None)

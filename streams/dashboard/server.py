@@ -21,7 +21,6 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from projections.log import events
 from projections.metrics import (
     CONTENT_TYPE,
     MetricsSnapshot,
@@ -29,8 +28,6 @@ from projections.metrics import (
     TopicEvents,
     metrics_text,
 )
-from projections.reconcile_status import STATUS_TOPICS, reconcile_status
-from projections.replay import BrokerSource, Replay
 from schemas.envelope import format_utc
 from schemas.topics import CATALOGUE, topic_for
 from streams.broker.embedded import free_port, port_is_free
@@ -128,34 +125,16 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 # --- metrics -----------------------------------------------------------------------------
 
 
-def pending_reconciliations(bootstrap: str, verifier: FactVerifier, prefix: str) -> int:
-    """Signal horizons not yet priced, as `metasup status` counts them (blocking)."""
-    source = BrokerSource(bootstrap, BROKER_READ_TIMEOUT_S)
-    try:
-        replay = Replay(source, [prefix + name for name in STATUS_TOPICS], progress=False)
-        status = reconcile_status(events(replay, verifier=verifier))
-    finally:
-        source.close()
-    return sum(row.pending for row in status.rows.values())
-
-
 async def metrics(request: web.Request) -> web.Response:
     live, settings = request.app[LIVE], request.app[SETTINGS]
     rates = live.rates()
     async with request.app[METRICS_LOCK]:  # one scrape at a time reads the broker
         try:
-            lags, pending = await asyncio.gather(  # side by side: each waits on the broker
-                asyncio.wait_for(
-                    consumer_lag(
-                        live.bootstrap,
-                        settings.group_id,
-                        [settings.topic(s.name) for s in CATALOGUE],
-                    ),
-                    BROKER_READ_TIMEOUT_S,
+            lags = await asyncio.wait_for(
+                consumer_lag(
+                    live.bootstrap, settings.group_id, [settings.topic(s.name) for s in CATALOGUE]
                 ),
-                asyncio.to_thread(
-                    pending_reconciliations, live.bootstrap, live.verifier, live.prefix
-                ),
+                BROKER_READ_TIMEOUT_S,
             )
         except (KafkaError, OSError, TimeoutError) as error:
             return _json_error(503, f"the broker at {live.bootstrap} did not answer ({error})")
@@ -173,8 +152,8 @@ async def metrics(request: web.Request) -> web.Response:
             )
             for lag in lags
         ],
-        deadletter=sum(live.projection.deadletter.values()),
-        pending_reconciliations=pending,
+        deadletter=sum(live.folded.fleet.deadletter.values()),
+        pending_reconciliations=live.folded.reconciliations.pending,
         last_decision_at=live.last_decision_at(),
     )
     return web.Response(body=metrics_text(snapshot), headers={"Content-Type": CONTENT_TYPE})

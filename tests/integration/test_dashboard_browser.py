@@ -4,21 +4,29 @@ test_dashboard's)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from pydantic import SecretStr
 
 from projections.log import events
 from schemas.events import DecisionMade, RunCompleted
+from streams.broker.durable_log import DurableLog
 from streams.broker.embedded import EmbeddedBroker
+from streams.broker.recorder import Recorder
+from streams.broker.restore import restore
+from streams.dashboard.server import run_dashboard
 from streams.fleet.commands import new_key
+from streams.runtime.settings import Settings
+from tests.conftest import eventually
 from tests.integration import test_dashboard
 from tests.integration.stack import Worker, create_topics, produce
 from tests.integration.test_dashboard import (
@@ -154,3 +162,76 @@ async def test_the_operator_form_refuses_without_the_token_and_kills_with_it(
             await expect(page.locator("#kill-history tbody tr")).not_to_have_count(0)
     finally:
         await worker.stop()
+
+
+def run_of(agent: str, ts: datetime) -> RunCompleted:
+    return RunCompleted.create(
+        ts=ts,
+        producer="test",
+        agent=agent,
+        run_id=uuid.uuid4(),
+        started_at=ts - timedelta(seconds=3),
+        latency_ms=3000.0,
+        cost_usd=0.25,
+    )
+
+
+@asynccontextmanager
+async def serving(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[str]:
+    """`run_dashboard` as `metasup up` runs it, its address; stopped on leaving, and it must
+    stop within seconds (its open event streams included)."""
+    stop = asyncio.Event()
+    said: list[str] = []
+    task = asyncio.create_task(
+        run_dashboard(broker.bootstrap, stop, settings, SUPERVISOR_KEY.verifier, said.append)
+    )
+    try:
+        await eventually(lambda: any(line.startswith("dashboard: ") for line in said), 10)
+        [url] = [line.removeprefix("dashboard: ") for line in said if "http" in line]
+        yield url.rstrip("/")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_the_page_reconnects_by_itself_after_the_stack_restarts(
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path
+) -> None:
+    await create_topics(broker, prefix)
+    clock = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    await produce(broker, prefix, [run_of("llm-before", clock)])
+    durable_log = DurableLog(tmp_path / "log.sqlite3")
+    recorder = Recorder(broker.bootstrap, durable_log)
+    await recorder.start()
+    settings = dashboard_settings(prefix, tmp_path)
+    async with (
+        browser_page("about:blank", expected_errors=("/events",)) as page,
+        aiohttp.ClientSession() as http,
+    ):
+        async with serving(broker, settings) as url:
+            await page.goto(url + "/")
+            names = page.locator("#agents tbody tr td:first-child")
+            await expect(names).to_have_text(["llm-before"], timeout=20_000)
+            await expect(page.locator("#connection")).to_have_text("live")
+            await page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+            stream = await http.get(url + "/events")
+            await stream.content.readline()  # open
+            await recorder.drain()
+            await recorder.stop()
+        # The server stopped within seconds (`serving` checks), its event streams ended
+        # cleanly: read to the end without a cut chunk.
+        await asyncio.wait_for(stream.content.read(), 5)
+        assert stream.content.at_eof()
+        stream.release()
+        await expect(page.locator("#connection")).to_have_text("reconnecting…")
+
+        broker.stop()  # the broker too, restored from the durable log as `metasup up` does
+        await broker.start()
+        assert (await restore(broker.bootstrap, durable_log)).records >= 1
+        async with serving(broker, settings) as again:
+            assert again == url  # the same port
+            await expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
+            await expect(names).to_have_text(["llm-before"], timeout=20_000)
+            await produce(broker, prefix, [run_of("llm-after", clock + timedelta(minutes=1))])
+            await expect(names).to_have_text(["llm-after", "llm-before"], timeout=5_000)
+            assert await page.evaluate("window.loadedOnce") is True

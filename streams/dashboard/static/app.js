@@ -379,7 +379,9 @@ function render(state) {
 
 function connect() {
   const badge = document.getElementById("connection");
-  // EventSource reconnects by itself (the server asks for a retry after 2 s).
+  // EventSource reconnects by itself after a dropped stream or a refused connection (the
+  // server asks for a retry after 2 s), but gives up for good on an HTTP error answer (a
+  // proxy's 502 while the stack restarts): then the page opens a new one itself.
   const source = new EventSource("/events");
   source.addEventListener("open", () => {
     badge.textContent = "live";
@@ -388,6 +390,7 @@ function connect() {
   source.addEventListener("error", () => {
     badge.textContent = "reconnecting…";
     badge.className = "badge down";
+    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   });
   source.addEventListener("state", (event) => render(JSON.parse(event.data)));
 }
