@@ -22,6 +22,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import Any, Literal
+from urllib.error import URLError
 
 from python_http_client.exceptions import HTTPError  # type: ignore[import-untyped]
 from sendgrid import SendGridAPIClient
@@ -132,7 +133,8 @@ def _post(client: SendGridAPIClient, mail: Mail) -> _Answer:
         return _Answer(False, detail, status == 429 or status >= 500, retry_after)
     except (OSError, http.client.HTTPException) as error:
         # Refused, reset, timed out, or an answer cut short: the network, not the request.
-        return _Answer(False, f"no answer from {client.host}: {error!r}", retryable=True)
+        reason = error.reason if isinstance(error, URLError) else error
+        return _Answer(False, f"no answer from {client.host}: {reason}", retryable=True)
     status = int(response.status_code)
     if 200 <= status < 300:
         return _Answer(True, f"HTTP {status}", False, provider_id=_header(response.headers))
