@@ -62,21 +62,23 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     async def start(self, timeout_s: float = 20.0) -> None:
-        self.spawn()
         if self.proxy is None:
-            self.proxy = CompatProxy(self.port, self.internal_port, stack_only=self.stack_only)
+            if not port_is_free(self.port):
+                raise BrokerNotReady(
+                    f"port {self.port} on 127.0.0.1 is taken; stop what uses it or set "
+                    "METASUP_BROKER_PORT to another port (0 picks a free one)"
+                )
+            # The proxy listens first: while it holds the public port, the private port
+            # picked next cannot be the same one (a port the test fixture had only probed
+            # was once handed to Tansu too, and the later of the two binds lost).
+            self.proxy = CompatProxy(self.port, 0, stack_only=self.stack_only)
             await self.proxy.start()
-        else:
-            self.proxy.upstream_port = self.internal_port
-            self.proxy.broker_replaced()
+        self.spawn()
+        self.proxy.upstream_port = self.internal_port
+        self.proxy.broker_replaced()
         await self.wait_ready(timeout_s)
 
     def spawn(self) -> None:
-        if self.proxy is None and not port_is_free(self.port):
-            raise BrokerNotReady(
-                f"port {self.port} on 127.0.0.1 is taken; stop what uses it or set "
-                "METASUP_BROKER_PORT to another port (0 picks a free one)"
-            )
         self.internal_port = free_port()
         url = f"tcp://127.0.0.1:{self.internal_port}"
         advertised = f"tcp://127.0.0.1:{self.port}"

@@ -19,7 +19,7 @@ from projections.processors import processors, replay_processor
 from schemas.codec import encode_event
 from schemas.envelope import Event
 from schemas.events import KillRequested, RegimeChanged
-from schemas.topics import CATALOGUE
+from schemas.topics import CATALOGUE, topic
 from streams.broker.embedded import EmbeddedBroker
 from streams.fleet.commands import new_key, new_nonce, sign
 from streams.runtime.outputs import signed as signed_outputs
@@ -80,6 +80,16 @@ def replayed_by_id(records: list[LogRecord], prefix: str) -> dict[str, dict[str,
     return replayed
 
 
+async def in_every_partition(broker: EmbeddedBroker, prefix: str, name: str, event: Event) -> bool:
+    records = await read_broker(broker.bootstrap, [prefix + name])
+    holding = {
+        record.partition
+        for record in records
+        if record.value and orjson.loads(record.value)["event_id"] == str(event.event_id)
+    }
+    return len(holding) == topic(name).partitions
+
+
 def mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -132,6 +142,16 @@ async def test_derived_topics_equal_a_replay_of_the_processor_inputs(
         twice = [event for event in stream[:third] for _ in range(2)]
         await produce(broker, prefix, twice)
         await produce(broker, prefix, [*changes, kill, *changes])
+        # The policy reaches the agent processors through its own intake, the runs through
+        # theirs: which comes first at a processor is up to the two intakes. Each processor
+        # decides from its own input whatever the order (checked below), but only runs
+        # that follow the new budget can be paused by it, and once the runs' intake ran
+        # ahead of the policy's ("no budget pause"). So, as an operator changes a policy
+        # and then the agents run, wait until the policy is in every agent processor input.
+        await eventually(
+            lambda: in_every_partition(broker, prefix, "agent-input", changes[0]),
+            timeout_s=120,
+        )
         await produce(broker, prefix, [event for event in stream[third:] for _ in range(2)])
 
         topics = [prefix + spec.name for spec in CATALOGUE]
