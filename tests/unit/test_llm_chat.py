@@ -116,6 +116,15 @@ def test_a_refused_key_fails_at_once_and_says_which_variables_to_check(
     assert "OPENAI_API_KEY" in message and "AI_INTEGRATIONS_OPENAI_API_KEY" in message
 
 
+def test_an_unreachable_endpoint_fails_and_says_to_check_the_base_url() -> None:
+    with FakeOpenAI() as gone:
+        settings = settings_for(gone, max_retries=0)
+    with pytest.raises(LlmFailed) as failed:  # nothing listens on its port any more
+        complete(settings, MESSAGES, model="gpt-4.1-mini")
+    assert "APIConnectionError" in str(failed.value)
+    assert "base URL" in str(failed.value)
+
+
 def test_an_answer_without_text_is_a_failure_not_an_empty_memo(server: FakeOpenAI) -> None:
     body = completion(None)
     body["choices"][0]["message"]["refusal"] = "I can't help with that."
