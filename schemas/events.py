@@ -261,6 +261,9 @@ class AgentSpawned(Event):
     reason: str = ""
     proposal_id: str | None = None
     strategy_class: str | None = None
+    # Who accepted the proposal it comes from, when one did. Left out of the record when
+    # None, so spawns written before the field existed keep their bytes.
+    actor: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class EvalPlan(WireModel):
@@ -286,6 +289,99 @@ class AgentProposal(WireModel):
 class AgentProposed(AgentProposal, Event):
     TYPE: ClassVar[str] = "agent.proposed"
     proposal_id: str = Field(min_length=1)
+
+
+class ProposalsInvalid(Event):
+    """The LLM's proposals for a memo period, refused after one retry: why, and what it said
+    (kept for the audit trail; nothing in it is ever executed)."""
+
+    TYPE: ClassVar[str] = "proposals.invalid"
+    period: str
+    model: str
+    reason: str
+    attempts: int = Field(ge=1)
+    output: str = Field(max_length=16_000)
+
+
+class ProposalCommand(SignedCommand):
+    """An operator's verdict on a proposal, signed like a kill: accepting one makes the
+    supervisor append `agent.spawned` (lineage); rejecting one, `proposal.rejected`."""
+
+    proposal_id: Name
+    child: Name
+    parent: Name | None = None
+    strategy_class: Name | None = None
+
+
+class ProposalAcceptRequested(ProposalCommand):
+    TYPE: ClassVar[str] = "proposal.accept.requested"
+
+
+class ProposalRejectRequested(ProposalCommand):
+    TYPE: ClassVar[str] = "proposal.reject.requested"
+
+
+class ProposalRejected(Event):
+    TYPE: ClassVar[str] = "proposal.rejected"
+    proposal_id: str
+    name: str
+    actor: str
+    reason: str = ""
+    cause_id: uuid.UUID | None = None
+
+
+ReportJob = Literal["ic-memo", "lp-email", "forensics"]
+
+
+class ReportClaimed(Event):
+    """A scheduled report's period, claimed on `reports` before anything is sent. Its id
+    derives from (job, period); when two workers claim the same period, the first claim in
+    the log is the one that runs (`streams.schedule.claims`)."""
+
+    TYPE: ClassVar[str] = "report.claimed"
+    job: ReportJob
+    period: str = Field(min_length=1)
+    due_at: UtcDatetime
+    # Unique per claiming process: tells the two copies of one claim apart.
+    claimant: str = Field(min_length=1)
+    trigger: Literal["schedule", "catch-up", "manual"]
+
+
+class MemoWritten(Event):
+    """An IC memo as written: the markdown, where it was saved, and what it cost."""
+
+    TYPE: ClassVar[str] = "memo.written"
+    job: ReportJob = "ic-memo"
+    period: str
+    claim_id: uuid.UUID | None = None
+    path: str
+    markdown: str
+    prompt_sha256: str
+    model: str
+    tokens_in: int = Field(ge=0)
+    tokens_out: int = Field(ge=0)
+    cost_usd: float | None = None
+    latency_ms: int = Field(ge=0)
+    # The figures the memo was written from: the next memo says what changed since.
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmailDispatched(Event):
+    """What became of one email: sent through SendGrid, written to the outbox, or failed
+    after its retries."""
+
+    TYPE: ClassVar[str] = "email.dispatched"
+    job: ReportJob
+    period: str
+    claim_id: uuid.UUID | None = None
+    message_id: str
+    subject: str
+    recipients: list[str] = Field(default_factory=list)
+    status: Literal["sent", "outbox", "failed"]
+    attempts: int = Field(ge=0)
+    detail: str = ""
+    outbox_path: str | None = None
+    provider_id: str | None = None
 
 
 class PolicyUpdated(Policy, GovernanceFact):
@@ -344,6 +440,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderIntent,
         AgentSpawned,
         AgentProposed,
+        ProposalsInvalid,
+        ProposalAcceptRequested,
+        ProposalRejectRequested,
+        ProposalRejected,
+        ReportClaimed,
+        MemoWritten,
+        EmailDispatched,
         PolicyUpdated,
         AgentAssessed,
         EventRejected,

@@ -40,12 +40,35 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "target",
         FLEET_PARTITIONS,
         "source",
-        frozenset({"kill.requested", "revive.requested", "policy.change.requested"}),
+        frozenset(
+            {
+                "kill.requested",
+                "revive.requested",
+                "policy.change.requested",
+                "proposal.accept.requested",
+                "proposal.reject.requested",
+            }
+        ),
     ),
     TopicSpec("regimes", "fleet", FLEET_PARTITIONS, "source", frozenset({"regime.changed"})),
     TopicSpec("policy", "fleet", FLEET_PARTITIONS, "source", frozenset({"policy.updated"})),
+    # Proposals and what became of them: refused LLM output, an operator's rejection
+    # (accepted ones become `agent.spawned` on `lineage`).
     TopicSpec(
-        "proposals", "proposal_id", FLEET_PARTITIONS, "source", frozenset({"agent.proposed"})
+        "proposals",
+        "proposal_id",
+        FLEET_PARTITIONS,
+        "source",
+        frozenset({"agent.proposed", "proposals.invalid", "proposal.rejected"}),
+    ),
+    # The scheduled reports' claims (one per job and period, before anything is sent),
+    # the memos written and the emails dispatched: what makes a schedule send once.
+    TopicSpec(
+        "reports",
+        "job",
+        FLEET_PARTITIONS,
+        "source",
+        frozenset({"report.claimed", "memo.written", "email.dispatched"}),
     ),
     TopicSpec("reconciled", "agent", AGENT_PARTITIONS, "derived", frozenset({"signal.reconciled"})),
     TopicSpec(

@@ -18,13 +18,15 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from projections.fleet import FleetProjection, TradeFact
+from projections.fleet import FleetProjection, TradeFact, project_fleet
+from projections.replay import Replay
 from schemas.envelope import UtcDatetime, WireModel
 from schemas.events import AllocationUpdated, Decision, KillFact, TargetType
 from schemas.stats import AgentStats
 from streams.core.fleet_state import default_policy, policy_at, regime_at
 from streams.core.kill_facts import target_type_of
 from streams.core.kill_list import KillEntry, active_kill
+from streams.core.signing import FactVerifier
 from streams.fleet.deployed import weights_at
 
 Severity = Literal["high", "normal"]
@@ -380,3 +382,13 @@ def meta_report(
 def report_json(report: WireModel) -> bytes:
     """The bytes every report is written as: the same report, the same bytes."""
     return orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def replayed_report(
+    replay: Replay, verifier: FactVerifier, prefix: str = ""
+) -> tuple[FleetProjection, MetaReport]:
+    """Fold a replay of the report topics into the fleet projection; its meta report, with
+    the position the replay reached (topics without the prefix)."""
+    projection = project_fleet(replay, verifier, prefix)
+    position = {(t.removeprefix(prefix), p): o for (t, p), o in replay.position.items()}
+    return projection, meta_report(projection, position)

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from streams.cli import (
+    briefings,
     emit,
     keys,
     operator,
     policy,
+    proposals,
     replay,
     report,
     spawn,
@@ -43,6 +45,8 @@ SUBCOMMANDS = (
     policy,
     spawn,
     whatif,
+    briefings,
+    proposals,
 )
 
 

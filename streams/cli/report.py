@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from projections.fleet import REPORT_TOPICS, FleetProjection, project_fleet
+from projections.fleet import REPORT_TOPICS, FleetProjection
 from projections.replay import AsOf, AsOfError
 from projections.reports.forensics import forensics_markdown, forensics_report, forensics_text
 from projections.reports.governance import kill_list_text, lineage_text
 from projections.reports.lp_email import lp_email
-from projections.reports.meta import MetaReport, kill_list_view, lineage_view, meta_report
+from projections.reports.meta import MetaReport, kill_list_view, lineage_view, replayed_report
 from projections.reports.meta import report_json as to_json
 from projections.reports.pr_comment import pr_comment
 from schemas.clock import utc_now
@@ -180,11 +180,9 @@ def build(
 ) -> tuple[FleetProjection, MetaReport, str]:
     """Replay the report topics into the fleet projection; its meta report; where from."""
     verifier = load_verifier(settings)
-    prefix = settings.topic_prefix
     with replayed(settings, REPORT_TOPICS, as_of, progress) as (replay, where):
-        projection = project_fleet(replay, verifier, prefix)
-    position = {(t.removeprefix(prefix), p): o for (t, p), o in replay.position.items()}
-    return projection, meta_report(projection, position), where
+        projection, report = replayed_report(replay, verifier, settings.topic_prefix)
+    return projection, report, where
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from datetime import UTC, datetime
 
-from schemas.envelope import derived_event_id, format_utc
+from schemas.envelope import format_utc
 from schemas.events import AgentSpawned
 from streams.cli.operator import PRODUCER, send_event
+from streams.fleet.commands import spawn_event_id
 from streams.runtime.settings import Settings
 
 
@@ -43,11 +43,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--proposal-id", metavar="ID", help="the agent.proposed it comes from, if any"
     )
     parser.set_defaults(run=run)
-
-
-def spawn_event_id(parent: str, child: str, reason: str, proposal_id: str | None) -> uuid.UUID:
-    """Same spawn, same id: a repeated command is one lineage fact."""
-    return derived_event_id("spawned", parent, child, proposal_id or reason)
 
 
 def build_spawn(

@@ -1,9 +1,10 @@
 """Operator commands: HMAC-SHA256 signatures, freshness and replay protection.
 
 Only a command signed with its actor's secret, fresh, and never seen before
-becomes a governance fact: a kill or revive on `kills`, or a `policy.updated` on
+becomes a governance fact: a kill or revive on `kills`, a `policy.updated` on
 `policy` (the policy in force with the command's partial policy applied, refused
-with the bound named when a value is out of bounds). The signature covers the
+with the bound named when a value is out of bounds), or a proposal's verdict
+(`agent.spawned` on `lineage`, `proposal.rejected` on `proposals`). The signature covers the
 canonical bytes of every field but `signature` itself (`streams.core.signing`:
 orjson with sorted keys of the JSON-mode dump, times as ISO-8601 UTC with `Z`), so
 any client that builds the same JSON can sign. The facts made here are signed by
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from collections.abc import Container, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,12 +25,15 @@ from typing import TypeVar
 import orjson
 from pydantic import Field
 
-from schemas.envelope import UtcDatetime, WireModel, derived_event_id, format_utc
+from schemas.envelope import Event, UtcDatetime, WireModel, derived_event_id, format_utc
 from schemas.events import (
-    GovernanceFact,
+    AgentSpawned,
     KillRequested,
     PolicyChangeRequested,
     PolicyUpdated,
+    ProposalAcceptRequested,
+    ProposalCommand,
+    ProposalRejected,
     ReviveRequested,
     SignedCommand,
 )
@@ -157,7 +162,7 @@ class CommandGate(WireModel):
     policy: PolicyUpdated | None = None
 
 
-def _kill_facts(command: SignedCommand) -> list[GovernanceFact] | str:
+def _kill_facts(command: SignedCommand) -> list[Event] | str:
     if isinstance(command, KillRequested):
         if command.until is not None and command.until <= command.ts:
             return f"until {format_utc(command.until)} is not after the command time"
@@ -167,7 +172,8 @@ def _kill_facts(command: SignedCommand) -> list[GovernanceFact] | str:
     else:
         return (
             f"{command.type!r} is not a command the supervisor knows "
-            "(kill.requested, revive.requested, policy.change.requested)"
+            "(kill.requested, revive.requested, policy.change.requested, "
+            "proposal.accept.requested, proposal.reject.requested)"
         )
     return [
         kill_fact(
@@ -184,6 +190,43 @@ def _kill_facts(command: SignedCommand) -> list[GovernanceFact] | str:
     ]
 
 
+def spawn_event_id(
+    parent: str | None, child: str, reason: str, proposal_id: str | None
+) -> uuid.UUID:
+    """Same spawn, same id: a repeated command (or a proposal accepted twice) is one fact."""
+    return derived_event_id("spawned", parent, child, proposal_id or reason)
+
+
+def _proposal_facts(command: ProposalCommand) -> list[Event]:
+    """An accepted proposal becomes the child's lineage fact; a rejected one, its rejection.
+    Nothing else a proposal says has any effect: its name, parent and class are data."""
+    if isinstance(command, ProposalAcceptRequested):
+        why = f"proposal {command.proposal_id} accepted by {command.actor}"
+        spawned = AgentSpawned.create(
+            event_id=spawn_event_id(command.parent, command.child, why, command.proposal_id),
+            ts=command.ts,
+            producer=PRODUCER,
+            child=command.child,
+            parent=command.parent,
+            reason=f"{why}: {command.reason}" if command.reason else why,
+            proposal_id=command.proposal_id,
+            strategy_class=command.strategy_class,
+            actor=command.actor,
+        )
+        return [spawned]
+    rejected = ProposalRejected.create(
+        event_id=derived_event_id(ProposalRejected.TYPE, command.proposal_id),
+        ts=command.ts,
+        producer=PRODUCER,
+        proposal_id=command.proposal_id,
+        name=command.child,
+        actor=command.actor,
+        reason=command.reason,
+        cause_id=command.event_id,
+    )
+    return [rejected]
+
+
 def _newest(*changes: PolicyUpdated | None) -> PolicyUpdated | None:
     known = [change for change in changes if change is not None]
     return max(known, key=lambda change: change.ts) if known else None
@@ -191,7 +234,7 @@ def _newest(*changes: PolicyUpdated | None) -> PolicyUpdated | None:
 
 def _policy_fact(
     command: PolicyChangeRequested, base: PolicyUpdated | None
-) -> list[GovernanceFact] | str:
+) -> list[Event] | str:
     """The policy in force (`base`, else the default) with the command's changes applied,
     as the `policy.updated` in force from the command's time."""
     if base is not None and command.ts < base.ts:
@@ -227,7 +270,7 @@ def apply_command(
     keyring: Keyring,
     at: datetime,
     latest_policy: PolicyUpdated | None = None,
-) -> tuple[CommandGate, list[GovernanceFact] | str]:
+) -> tuple[CommandGate, list[Event] | str]:
     """Turn a valid command into its governance fact, or return the rejection reason.
 
     A rejected command leaves the gate unchanged. The fact's time is the
@@ -240,11 +283,13 @@ def apply_command(
     rejection = verify(command, keyring, gate.nonces, now, gate.max_age_s)
     if rejection is not None:
         return gate, rejection
-    facts = (
-        _policy_fact(command, _newest(gate.policy, latest_policy))
-        if isinstance(command, PolicyChangeRequested)
-        else _kill_facts(command)
-    )
+    facts: list[Event] | str
+    if isinstance(command, PolicyChangeRequested):
+        facts = _policy_fact(command, _newest(gate.policy, latest_policy))
+    elif isinstance(command, ProposalCommand):
+        facts = _proposal_facts(command)
+    else:
+        facts = _kill_facts(command)
     if isinstance(facts, str):
         return gate, facts
     cutoff = now - timedelta(seconds=gate.max_age_s)

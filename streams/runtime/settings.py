@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     dashboard_token: SecretStr | None = Field(default=None, alias="METASUP_DASHBOARD_TOKEN")
     dashboard_actor: str = Field(default="dashboard", alias="METASUP_DASHBOARD_ACTOR")
 
+    # METASUP_SCHEDULES: the leader worker runs the report schedule (IC memo Sunday 12:00,
+    # LP email 07:10, forensics 08:30 UTC); off for workers that must not send anything.
+    schedules: bool = Field(default=True, alias="METASUP_SCHEDULES")
+
     @property
     def embedded(self) -> bool:
         return self.broker is None

@@ -85,6 +85,7 @@ class WorkerProcess:
             "METASUP_TOPIC_PREFIX": self.settings.topic_prefix,
             "METASUP_APP_ID": self.settings.app_id,
             "METASUP_DATA_DIR": str(self.settings.data_dir),
+            "METASUP_SCHEDULES": "on" if self.settings.schedules else "off",
             "METASUP_SUPERVISOR_KEY_FILE": str(self.settings.supervisor_key_path()),
             "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(self.settings.supervisor_public_key_path()),
         }

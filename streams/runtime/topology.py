@@ -41,6 +41,7 @@ from streams.runtime.fleet_shell import register_supervisor
 from streams.runtime.fleet_view import FleetView
 from streams.runtime.outputs import Handler, Handlers, send_routed
 from streams.runtime.reconcile_shell import register_reconcile
+from streams.runtime.schedule_shell import register_schedules
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import ensure_key_pair, load_signer
 
@@ -106,6 +107,7 @@ def register_topology(app: faust.App, topics: dict[str, Any], settings: Settings
     keyring = load_keyring(settings.keyring_source())
     register_supervisor(app, topics, handlers, fleet, keyring, signer)
     register_fleet_relays(app, topics, handlers)
+    register_schedules(app, settings, signer.verifier)
     for spec in CATALOGUE:
         if spec.origin == "source" or spec.name in RELAYED_DERIVED:
             register_intake(

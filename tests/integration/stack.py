@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -86,20 +87,30 @@ async def create_topics(broker: EmbeddedBroker, prefix: str) -> None:
 
 
 async def produce(
-    broker: EmbeddedBroker, prefix: str, items: Iterable[Event | tuple[str, bytes]]
+    broker: EmbeddedBroker,
+    prefix: str,
+    items: Iterable[Event | tuple[str, bytes]],
+    stamped: datetime | None = None,
 ) -> None:
     """Send events (to their home topic, keyed per contract) or raw (topic, bytes) records,
-    in order, with a plain aiokafka producer as any external client would."""
+    in order, with a plain aiokafka producer as any external client would; `stamped`: the
+    records' timestamp (the broker's receipt time as readers see it), else now."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    stamp = int(stamped.timestamp() * 1000) if stamped else None
     await producer.start()
     try:
         for item in items:
             if isinstance(item, tuple):
-                await producer.send_and_wait(prefix + item[0], item[1], key=b"raw")
+                await producer.send_and_wait(
+                    prefix + item[0], item[1], key=b"raw", timestamp_ms=stamp
+                )
             else:
                 spec = topic_for(item)
                 await producer.send_and_wait(
-                    prefix + spec.name, encode_event(item), key=key_for(item, spec)
+                    prefix + spec.name,
+                    encode_event(item),
+                    key=key_for(item, spec),
+                    timestamp_ms=stamp,
                 )
     finally:
         await producer.stop()
@@ -125,21 +136,25 @@ async def wait_for_events(
     return found
 
 
-async def metasup(settings: Settings, broker: EmbeddedBroker, *words: str) -> tuple[int, str]:
+async def metasup(
+    settings: Settings, broker: EmbeddedBroker, *words: str, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
     """Run the `metasup` command line as an operator would, beside the stack: the broker's
-    address, the data dir with the operator keyring, and the supervisor's public key."""
-    env = {
+    address, the data dir with the operator keyring, and the supervisor's public key
+    (`env`: more variables, e.g. where OpenAI and SendGrid are)."""
+    variables = {
         **os.environ,
+        **(env or {}),
         "METASUP_BROKER": f"kafka://{broker.bootstrap}",
         "METASUP_TOPIC_PREFIX": settings.topic_prefix,
         "METASUP_DATA_DIR": str(settings.data_dir),
         "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(SUPERVISOR_KEY.public),
     }
-    env.pop("METASUP_OPERATOR_ACTOR", None)
+    variables.pop("METASUP_OPERATOR_ACTOR", None)
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "streams.cli.main", *words],
-        env=env,
+        env=variables,
         capture_output=True,
         text=True,
         timeout=120,
