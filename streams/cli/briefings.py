@@ -21,9 +21,7 @@ from schemas.events import ReportJob
 from streams.broker.publisher import Publisher
 from streams.cli.connection import open_log, resolve_bootstrap
 from streams.cli.operator import OperatorError, parse_time
-from streams.email.config import EmailSettings
 from streams.email.message import ic_memo_email
-from streams.llm.config import LlmSettings
 from streams.runtime.settings import Settings
 from streams.runtime.supervisor_key import load_verifier
 from streams.schedule.jobs import DeskConfig, ReportDesk, logged_ledger, manual_period, preview
@@ -32,16 +30,36 @@ from streams.schedule.periods import CRONTABS, JOBS, latest_period
 EMAIL_KINDS: dict[str, ReportJob] = {"lp": "lp-email", "ic": "ic-memo", "forensics": "forensics"}
 
 
+class BadEnvironment(ValueError):
+    """An OpenAI or SendGrid variable that cannot be used; the message names it."""
+
+
 def desk_config(settings: Settings, allow_durable: bool = False) -> DeskConfig:
-    return DeskConfig(
-        bootstrap=resolve_bootstrap(settings),
-        prefix=settings.topic_prefix,
-        data_dir=settings.data_dir,
-        verifier=load_verifier(settings),
-        llm=LlmSettings.from_env(os.environ),
-        email=EmailSettings.from_env(os.environ),
-        open_log=lambda: open_log(settings, allow_durable),
-    )
+    try:
+        return DeskConfig.from_env(
+            os.environ,
+            resolve_bootstrap(settings),
+            settings.topic_prefix,
+            settings.data_dir,
+            load_verifier(settings),
+            open_log=lambda: open_log(settings, allow_durable),
+        )
+    except ValueError as error:
+        raise BadEnvironment(str(error)) from None
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def saying_bad_environment(command: Command) -> Command:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return command(args, settings)
+        except BadEnvironment as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     memo.add_argument("--dry-run", action="store_true", help="print the prompts; call nothing")
-    memo.set_defaults(run=run_memo)
+    memo.set_defaults(run=saying_bad_environment(run_memo))
 
     email = commands.add_parser(
         "email",
@@ -62,7 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     email.add_argument("kind", choices=list(EMAIL_KINDS), help="which email")
     email.add_argument("--dry-run", action="store_true", help="print the message; send nothing")
-    email.set_defaults(run=run_email)
+    email.set_defaults(run=saying_bad_environment(run_email))
 
     schedule = commands.add_parser(
         "schedule",
@@ -80,7 +98,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     schedule.add_argument(
         "--at", metavar="TIME", help="as if it were TIME (ISO-8601 with timezone); default now"
     )
-    schedule.set_defaults(run=run_schedule)
+    schedule.set_defaults(run=saying_bad_environment(run_schedule))
 
 
 def _run_desk(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+from collections.abc import Mapping
 from functools import partial
 
 from streams.cli.demo import run_demo
 from streams.dashboard.server import run_dashboard
+from streams.email.config import EmailSettings
+from streams.llm.config import LlmSettings
 from streams.reconcile.http_feeds import default_price_feed
 from streams.runtime.live_feed import run_live_feed
 from streams.runtime.settings import Settings
@@ -53,7 +57,26 @@ def price_feed_line(settings: Settings, poll_s: float, demo: bool) -> str:
     return "price feed: none"
 
 
-async def serve(args: argparse.Namespace, settings: Settings) -> None:
+def schedule_line(settings: Settings, env: Mapping[str, str]) -> str:
+    """The start-up line saying what the report schedule will do, and where mail goes;
+    a bad email setting is refused here (ValueError naming it), before anything starts."""
+    if not settings.schedules:
+        return "report schedule: off (METASUP_SCHEDULES=off)"
+    email, llm = EmailSettings.from_env(env), LlmSettings.from_env(env)
+    mail = (
+        f"SendGrid to {len(email.recipients)} recipient(s)"
+        if email.can_send()
+        else f"the outbox {settings.data_dir / 'reports' / 'outbox'} "
+        "(set SENDGRID_API_KEY and META_EMAIL_TO to send)"
+    )
+    memo = llm.memo_model if llm.api_key else "off until OPENAI_API_KEY is set"
+    return (
+        "report schedule (UTC): IC memo Sundays 12:00, LP email 07:10, forensics 08:30; "
+        f"mail to {mail}; memo model: {memo}"
+    )
+
+
+async def serve(args: argparse.Namespace, settings: Settings, schedule: str) -> None:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     stack = Stack(settings, workers=args.workers, say=lambda line: print(line, flush=True))
@@ -63,6 +86,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
             f"verify kills and policy with {settings.supervisor_public_key_path()}"
         )
     stack.say(price_feed_line(settings, args.price_poll_s, args.demo))
+    stack.say(schedule)
     stack.extras.append(
         partial(run_dashboard, settings=settings, verifier=load_verifier(settings), say=stack.say)
     )
@@ -95,7 +119,12 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        asyncio.run(serve(args, settings))
+        schedule = schedule_line(settings, os.environ)
+    except ValueError as error:
+        print(f"error: {error}")
+        return 2
+    try:
+        asyncio.run(serve(args, settings, schedule))
     except DataDirInUse as error:
         print(f"error: {error}")
         return 1

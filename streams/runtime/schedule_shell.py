@@ -1,11 +1,11 @@
 """The report schedule in Faust: crontab jobs on the leader, and a catch-up timer.
 
-Each crontab line runs its job's period at its time; the timer runs, once a minute, any
-newest period that is due and was never claimed (a worker down at 07:10 sends that day's
-LP email when it is back, once). Both only ask `ReportDesk.run_due`, which claims the
-period on the log before doing anything, so a second leader during a rebalance, a
-restart, or the crontab and the timer firing together still send once. A failed run is
-logged and recorded; it never stops the worker.
+Each crontab line runs its job's period at its time; the timer (once a minute,
+METASUP_SCHEDULE_CHECK_S) runs any newest period that is due and was never claimed: a
+worker down at 07:10 sends that day's LP email when it is back, once. Both only ask
+`ReportDesk.run_due`, which claims the period on the log before doing anything, so a
+second leader during a rebalance, a restart, or the crontab and the timer firing together
+still send once. A failed run is logged and recorded; it never stops the worker.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from projections.replay import BrokerSource
 from schemas.events import ReportJob
 from streams.broker.publisher import Publisher
 from streams.core.signing import FactVerifier
-from streams.email.config import EmailSettings
-from streams.llm.config import LlmSettings
 from streams.runtime.settings import Settings
 from streams.schedule.claims import Trigger
 from streams.schedule.jobs import DeskConfig, ReportDesk
@@ -30,31 +28,32 @@ from streams.schedule.periods import CRONTABS, EARLY_FIRE_SLACK, JOBS
 
 log = logging.getLogger(__name__)
 
-CATCH_UP_EVERY_S = 60.0
-
-
 def desk_config(settings: Settings, verifier: FactVerifier) -> DeskConfig:
     bootstrap = settings.bootstrap_servers()
-    return DeskConfig(
-        bootstrap=bootstrap,
-        prefix=settings.topic_prefix,
-        data_dir=settings.data_dir,
-        verifier=verifier,
-        llm=LlmSettings.from_env(os.environ),
-        email=EmailSettings.from_env(os.environ),
+    return DeskConfig.from_env(
+        os.environ,
+        bootstrap,
+        settings.topic_prefix,
+        settings.data_dir,
+        verifier,
         open_log=lambda: BrokerSource(bootstrap),
     )
 
 
 class ScheduledReports:
-    def __init__(self, config: DeskConfig) -> None:
-        self.config = config
+    def __init__(self, settings: Settings, verifier: FactVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.told: set[str] = set()
 
     async def run(self, job: ReportJob, trigger: Trigger, slack: timedelta) -> None:
-        publisher = Publisher(self.config.bootstrap, self.config.prefix)
+        settings = self.settings
+        publisher = Publisher(settings.bootstrap_servers(), settings.topic_prefix)
         try:
+            # Read at each run: a bad META_EMAIL_TO is reported here, the worker goes on.
+            config = desk_config(settings, self.verifier)
             await publisher.start()
-            desk = ReportDesk(self.config, publisher, log.warning)
+            desk = ReportDesk(config, publisher, log.warning, told=self.told)
             await desk.run_due(job, trigger, slack)
         except Exception:  # a report must never stop the worker; the next tick retries
             log.exception("the %s report run failed", job)
@@ -76,7 +75,9 @@ class ScheduledReports:
 def register_schedules(app: faust.App, settings: Settings, verifier: FactVerifier) -> None:
     if not settings.schedules:
         return
-    reports = ScheduledReports(desk_config(settings, verifier))
+    reports = ScheduledReports(settings, verifier)
     for job in JOBS:
         app.crontab(CRONTABS[job], timezone=UTC, on_leader=True)(reports.on_crontab(job))
-    app.timer(CATCH_UP_EVERY_S, on_leader=True, name="report_catch_up")(reports.catch_up)
+    app.timer(settings.schedule_check_s, on_leader=True, name="report_catch_up")(
+        reports.catch_up
+    )

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # METASUP_SCHEDULES: the leader worker runs the report schedule (IC memo Sunday 12:00,
     # LP email 07:10, forensics 08:30 UTC); off for workers that must not send anything.
     schedules: bool = Field(default=True, alias="METASUP_SCHEDULES")
+    # METASUP_SCHEDULE_CHECK_S: how often the leader looks for a due period nobody has run
+    # (after downtime, or a crontab that fired on a worker that lost the lead).
+    schedule_check_s: float = Field(default=60.0, gt=0, alias="METASUP_SCHEDULE_CHECK_S")
 
     @property
     def embedded(self) -> bool:

@@ -86,6 +86,7 @@ class WorkerProcess:
             "METASUP_APP_ID": self.settings.app_id,
             "METASUP_DATA_DIR": str(self.settings.data_dir),
             "METASUP_SCHEDULES": "on" if self.settings.schedules else "off",
+            "METASUP_SCHEDULE_CHECK_S": str(self.settings.schedule_check_s),
             "METASUP_SUPERVISOR_KEY_FILE": str(self.settings.supervisor_key_path()),
             "METASUP_SUPERVISOR_PUBLIC_KEY_FILE": str(self.settings.supervisor_public_key_path()),
         }

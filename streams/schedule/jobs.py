@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +63,27 @@ class DeskConfig:
     # Where a report reads the log from (the broker; a dry run may use the durable log).
     open_log: Callable[[], LogSource]
 
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        bootstrap: str,
+        prefix: str,
+        data_dir: Path,
+        verifier: FactVerifier,
+        open_log: Callable[[], LogSource],
+    ) -> DeskConfig:
+        """OpenAI and SendGrid from the environment (ValueError naming a bad variable)."""
+        return cls(
+            bootstrap,
+            prefix,
+            data_dir,
+            verifier,
+            LlmSettings.from_env(env),
+            EmailSettings.from_env(env),
+            open_log,
+        )
+
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
@@ -109,12 +130,15 @@ class ReportDesk:
         publisher: Publisher,
         say: Callable[[str], None],
         clock: Callable[[], datetime] = utc_now,
+        told: set[str] | None = None,
     ) -> None:
         self.config = config
         self.publisher = publisher
         self.say = say
         self.clock = clock
-        self._told: set[str] = set()
+        # Periods already said to be blocked: said once, not at every check (shared by the
+        # desks a worker makes, one per run).
+        self.told = told if told is not None else set()
 
     # --- which period, and whether this process runs it ----------------------------------
 
@@ -129,8 +153,8 @@ class ReportDesk:
             return False
         blocked = self.blocked(job)
         if blocked is not None:
-            if period.message_id not in self._told:  # once per period, not every minute
-                self._told.add(period.message_id)
+            if period.message_id not in self.told:
+                self.told.add(period.message_id)
                 self.say(f"{period.message_id} not run: {blocked}")
             return False
         return await self._claim_and_run(period, trigger)

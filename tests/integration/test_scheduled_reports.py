@@ -283,3 +283,57 @@ async def test_two_workers_across_a_period_boundary_send_each_period_once(
     ledger = await read_ledger(broker.bootstrap, prefix, SUPERVISOR_KEY.verifier)
     assert len(ledger.claims) == 2
     assert all(len(outcomes) == 1 for outcomes in ledger.dispatches.values())
+
+
+async def test_two_faust_workers_and_a_restart_send_each_due_report_once(
+    broker: EmbeddedBroker,
+    prefix: str,
+    desk: Settings,
+    sendgrid_fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real workers with the schedule on, checking every second: the newest LP email and
+    forensics periods are caught up by the leader once, and a restart sends nothing again."""
+    for name, value in services(None, sendgrid_fake).items():
+        monkeypatch.setenv(name, value)
+    workers = []
+    for number in range(2):
+        settings = worker_settings(prefix, tmp_path / f"worker-{number}").model_copy(
+            update={"schedules": True, "schedule_check_s": 1.0}
+        )
+        settings.data_dir.mkdir(parents=True)
+        workers.append(Worker(broker, settings))
+    for worker in workers:
+        worker.start()
+    try:
+        await eventually(lambda: len(sendgrid_fake.requests) >= 2, timeout_s=90)
+        ledger = await read_ledger(broker.bootstrap, prefix, SUPERVISOR_KEY.verifier)
+        now = datetime.now(UTC)
+        assert sorted(job for job, _ in ledger.claims) == ["forensics", "lp-email"]
+        # The memo cannot run without an OpenAI key: not claimed, so it runs once it can.
+        assert "no OpenAI key" in workers[0].log() + workers[1].log()
+
+        def blocked_memo_said() -> int:
+            return sum(worker.log().count("no OpenAI key") for worker in workers)
+
+        said = blocked_memo_said()
+        for worker in workers:  # both down, then both up: a new leader, a fresh process
+            await worker.stop()
+        for worker in workers:
+            worker.start()
+        # Its catch-up has run once it says again (once) that the memo cannot run.
+        await eventually(lambda: blocked_memo_said() > said, timeout_s=90)
+    finally:
+        for worker in workers:
+            await worker.stop()
+    subjects = sorted(r.body["subject"].split(" ")[0] for r in sendgrid_fake.requests)
+    assert subjects == ["[Forensics]", "[LP"], subjects
+    ids = {r.body["custom_args"]["message_id"] for r in sendgrid_fake.requests}
+    assert f"lp-email-{latest_lp_day(now)}" in ids
+    after = await read_ledger(broker.bootstrap, prefix, SUPERVISOR_KEY.verifier)
+    assert after.claims == ledger.claims
+
+
+def latest_lp_day(now: datetime) -> str:
+    return str((next_lp_boundary(now) - timedelta(days=1)).date())
