@@ -197,7 +197,9 @@ def propose(
         {"role": "user", "content": _retry_request(verdict)},
     ]
     second = chat(retry)
-    verdict = validate_batch(second.text, existing_agents)
-    if isinstance(verdict, ProposalBatch):
-        return ProposalOutcome(verdict, None, 2, [first, second], second.text)
-    return ProposalOutcome(None, "; ".join(verdict), 2, [first, second], second.text)
+    retried = validate_batch(second.text, existing_agents)
+    if isinstance(retried, ProposalBatch):
+        return ProposalOutcome(retried, None, 2, [first, second], second.text)
+    # Both answers' faults: the first is often the telling one (the retry may just break).
+    reason = f"after the retry: {'; '.join(retried)} (first answer: {'; '.join(verdict)})"
+    return ProposalOutcome(None, reason, 2, [first, second], second.text)

@@ -227,9 +227,10 @@ def test_schema_violations_twice_are_rejected_with_the_reason(server: FakeOpenAI
     server.answer(bad, worse)
     outcome = propose(chat_via(server), FACTS, EXISTING)
     assert outcome.batch is None
-    assert (
-        outcome.reason
-        == "proposals[2].signals: List should have at least 1 item after validation, not 0"
+    assert outcome.reason == (
+        "after the retry: proposals[2].signals: List should have at least 1 item after "
+        "validation, not 0 (first answer: proposals: List should have at least 3 items "
+        "after validation, not 2)"
     )
     assert (outcome.attempts, outcome.raw) == (2, worse)
     assert len(server.requests) == 2  # no third try
