@@ -111,7 +111,7 @@ def _run_desk(
         await publisher.start()
         try:
             desk = ReportDesk(config, publisher, print, (lambda: now) if now else utc_now)
-            return await work(desk)
+            return await work(desk) and not desk.failures
         finally:
             await publisher.stop()
 

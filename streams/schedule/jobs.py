@@ -139,6 +139,9 @@ class ReportDesk:
         # Periods already said to be blocked: said once, not at every check (shared by the
         # desks a worker makes, one per run).
         self.told = told if told is not None else set()
+        # What went wrong in this desk's runs (each also recorded on the log): a command
+        # run by hand exits non-zero when there is any.
+        self.failures: list[str] = []
 
     # --- which period, and whether this process runs it ----------------------------------
 
@@ -240,7 +243,8 @@ class ReportDesk:
             )
         except LlmFailed as error:
             await self._record_llm_run(period, started, None, errors=1)
-            self.say(f"{period.message_id}: the memo was not written: {error}")
+            self.failures.append(f"{period.message_id}: the memo was not written: {error}")
+            self.say(self.failures[-1])
             return
         path = self._save(period, "md", result.text)
         memo = MemoWritten.create(
@@ -382,6 +386,8 @@ class ReportDesk:
         )
         await self.publisher.publish(event)
         self.say(f"{period.message_id}: email {delivery.status}: {delivery.detail}")
+        if delivery.status == "failed":
+            self.failures.append(f"{period.message_id}: the email was not sent")
 
 
 def _usage(result: ChatResult) -> str:

@@ -37,7 +37,7 @@ from streams.schedule.claims import read_ledger
 from streams.schedule.jobs import MEMO_AGENT, DeskConfig, ReportDesk
 from tests.conftest import eventually
 from tests.fakes.openai_server import FAKE_MODEL, FakeOpenAI
-from tests.fakes.sendgrid_server import FakeSendGrid
+from tests.fakes.sendgrid_server import Answer, FakeSendGrid
 from tests.integration.stack import (
     Worker,
     create_topics,
@@ -224,6 +224,24 @@ async def test_without_keys_emails_go_to_the_outbox_and_the_command_says_so(
     assert dispatched.status == "outbox" and dispatched.outbox_path == str(eml)
     code, out = await metasup(desk, broker, "memo")
     assert code == 1 and "no OpenAI key" in out, out
+    code, out = await metasup(desk, broker, "email", "ic")
+    assert code == 1 and "no IC memo on the log yet" in out, out
+    code, out = await metasup(desk, broker, "email", "forensics")
+    assert code == 0, out
+    names = sorted(path.name.split("-manual-")[0] for path in eml.parent.glob("*.eml"))
+    assert names == ["forensics", "lp-email"]
+
+
+async def test_a_refused_send_is_recorded_and_the_command_fails_saying_why(
+    broker: EmbeddedBroker, prefix: str, desk: Settings, sendgrid_fake: FakeSendGrid
+) -> None:
+    sendgrid_fake.script(Answer(400, body='{"errors": [{"message": "bad from address"}]}'))
+    code, out = await metasup(desk, broker, "email", "lp", env=services(None, sendgrid_fake))
+    assert code == 1 and "email failed" in out and "bad from address" in out, out
+    [dispatched] = [
+        e for e in await read_events(broker, prefix, "reports") if isinstance(e, EmailDispatched)
+    ]
+    assert (dispatched.status, dispatched.attempts) == ("failed", 1)
 
 
 async def test_the_same_scheduled_period_run_twice_sends_once(
