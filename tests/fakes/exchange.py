@@ -7,16 +7,15 @@ request is recorded, and faults (429, 5xx) can be scripted per venue.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.loopback import FakeHandler, LoopbackServer
 
 BASE_PRICES = {"BTC": 30_000.0, "ETH": 2_000.0, "SOL": 100.0}
 BINANCE_INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
@@ -46,7 +45,7 @@ class Request:
     params: dict[str, str]
 
 
-class FakeExchange:
+class FakeExchange(LoopbackServer):
     """Serve candles opening in [first_open, last_open]; use as a context manager."""
 
     def __init__(
@@ -60,27 +59,7 @@ class FakeExchange:
         self._scripted: dict[str, deque[Fault]] = {"binance": deque(), "coinbase": deque()}
         self._always: dict[str, Fault | None] = {"binance": None, "coinbase": None}
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FakeExchange:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_Handler)
 
     def reset(self) -> None:
         """Forget recorded requests and scripted faults, so one server can serve many tests."""
@@ -187,31 +166,12 @@ class FakeExchange:
         return 200, {}, rows[::-1]  # newest first, as Coinbase sends them
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeExchange
-    ) -> None:
-        super().__init__(address, handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
+class _Handler(FakeHandler[FakeExchange]):
     def do_GET(self) -> None:
         parsed = urlparse(self.path)
         params = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        status, headers, body = self.server.fake.respond(parsed.path, params)
-        data = (body if isinstance(body, str) else json.dumps(body)).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
+        status, headers, body = self.fake.respond(parsed.path, params)
+        if isinstance(body, str):
+            self.send_raw(status, body.encode(), headers)
+        else:
+            self.send_json(status, body, headers)

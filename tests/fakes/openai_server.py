@@ -9,9 +9,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.fakes.loopback import FakeHandler, LoopbackServer
 
 FAKE_MODEL = "gpt-4.1-mini-2025-04-14"
 
@@ -67,16 +67,18 @@ class Received:
     body: Any
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """`with FakeOpenAI() as fake:` serves at `fake.base_url` until the block ends."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())  # a free port
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        super().__init__(_Handler)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
 
     def reply(self, *replies: Reply) -> None:
         with self._lock:
@@ -91,47 +93,19 @@ class FakeOpenAI:
             self.requests.append(received)
             return self._replies.popleft() if self._replies else Reply()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                arrived = time.monotonic()
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                received = Received(
-                    at=arrived,
-                    path=self.path,
-                    headers={name.lower(): value for name, value in self.headers.items()},
-                    body=json.loads(raw) if raw else None,
-                )
-                if self.path == "/v1/chat/completions":
-                    reply = fake._next(received)
-                else:
-                    reply = error(404, f"no route {self.path}")
-                payload = json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+class _Handler(FakeHandler[FakeOpenAI]):
+    def do_POST(self) -> None:
+        arrived = time.monotonic()
+        raw = self.read_body()
+        received = Received(
+            at=arrived,
+            path=self.path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=json.loads(raw) if raw else None,
+        )
+        if self.path == "/v1/chat/completions":
+            reply = self.fake._next(received)
+        else:
+            reply = error(404, f"no route {self.path}")
+        self.send_json(reply.status, reply.body, reply.headers)

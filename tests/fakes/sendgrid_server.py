@@ -8,9 +8,9 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.fakes.loopback import FakeHandler, LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -28,20 +28,12 @@ class Received:
     answer: Answer  # what the fake answered
 
 
-class FakeSendGrid:
+class FakeSendGrid(LoopbackServer):
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self._script: deque[Answer] = deque()
         self._lock = threading.Lock()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(_Handler)
 
     def script(self, *answers: Answer) -> None:
         """The next requests get these answers, in order; later ones the default 202."""
@@ -59,42 +51,9 @@ class FakeSendGrid:
             self.requests.append(Received(path, headers, body, answer))
             return answer
 
-    def __enter__(self) -> FakeSendGrid:
-        self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-class _Server(ThreadingHTTPServer):
-    def __init__(self, fake: FakeSendGrid) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)  # a free port
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
+class _Handler(FakeHandler[FakeSendGrid]):
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        answer = self.server.fake.answer(self.path, dict(self.headers.items()), body)
-        payload = answer.body.encode()
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        body = json.loads(self.read_body() or b"{}")
+        answer = self.fake.answer(self.path, dict(self.headers.items()), body)
+        self.send_raw(answer.status, answer.body.encode(), answer.headers)
