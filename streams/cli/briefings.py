@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import get_args
 
+from aiokafka.errors import KafkaError
+
 from schemas.clock import utc_now
 from schemas.events import ReportJob
 from streams.broker.publisher import Publisher
@@ -108,8 +110,8 @@ def _run_desk(
 
     async def main() -> bool:
         publisher = Publisher(config.bootstrap, config.prefix)
-        await publisher.start()
         try:
+            await publisher.start()
             desk = ReportDesk(config, publisher, print, (lambda: now) if now else utc_now)
             return await work(desk) and not desk.failures
         finally:
@@ -117,10 +119,11 @@ def _run_desk(
 
     try:
         return 0 if asyncio.run(main()) else 1
-    except OSError as error:
+    except (KafkaError, OSError) as error:
+        # Every run is recorded on the log first: without the broker, nothing is sent.
         print(
-            f"error: cannot reach the broker at {config.bootstrap} ({error}); "
-            "is the stack running (`metasup up`)?",
+            f"error: cannot reach the broker at {config.bootstrap} ({error}); nothing was "
+            "sent. Start the stack (`metasup up`), or use --dry-run to see the message",
             file=sys.stderr,
         )
         return 1

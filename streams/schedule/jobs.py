@@ -43,7 +43,14 @@ from streams.llm.chat import ChatResult, LlmFailed, Messages, complete, prompt_s
 from streams.llm.config import LlmSettings
 from streams.llm.memo import memo_facts, memo_messages, what_changed
 from streams.llm.proposals import PROPOSAL_JSON_SCHEMA, proposal_messages, propose
-from streams.schedule.claims import PRODUCER, Trigger, claim, fold_ledger, read_ledger
+from streams.schedule.claims import (
+    PRODUCER,
+    Claim,
+    Trigger,
+    claim,
+    fold_ledger,
+    read_ledger,
+)
 from streams.schedule.periods import Period, latest_period
 
 # The memo's own LLM runs are reported like any agent's, under this name.
@@ -177,15 +184,7 @@ class ReportDesk:
             self.say("no IC memo on the log yet: write one with `metasup memo`")
             return False
         period = manual_period("ic-memo", self.clock())
-        result = await claim(
-            self.publisher,
-            config.bootstrap,
-            config.prefix,
-            config.verifier,
-            period,
-            "manual",
-            utc_now(),
-        )
+        result = await self._claim(period, "manual")
         email = ic_memo_email(period.message_id, memo.markdown, config.email.ic_subject)
         await self._send(period, result.winner.event_id, email)
         return True
@@ -196,9 +195,9 @@ class ReportDesk:
             return "no OpenAI key (set OPENAI_API_KEY or AI_INTEGRATIONS_OPENAI_API_KEY)"
         return None
 
-    async def _claim_and_run(self, period: Period, trigger: Trigger) -> bool:
+    async def _claim(self, period: Period, trigger: Trigger) -> Claim:
         config = self.config
-        result = await claim(
+        return await claim(
             self.publisher,
             config.bootstrap,
             config.prefix,
@@ -207,6 +206,9 @@ class ReportDesk:
             trigger,
             utc_now(),
         )
+
+    async def _claim_and_run(self, period: Period, trigger: Trigger) -> bool:
+        result = await self._claim(period, trigger)
         if not result.won:
             self.say(f"{period.message_id}: claimed first by {result.winner.claimant[:8]}")
             return False
@@ -236,13 +238,16 @@ class ReportDesk:
         previous = ledger.latest_memo()
         facts = memo_facts(report)
         messages = memo_messages(facts, what_changed(previous.facts if previous else None, facts))
-        started = utc_now()
+        # The memo's LLM runs are stamped in the fleet's own time (the report's clock, near
+        # now in production): a run stamped by the wall clock would move a replayed desk's
+        # windows (the demo's event times are 2019) years ahead.
+        at = report.meta.event_time or utc_now()
         try:
             result = await asyncio.to_thread(
                 complete, config.llm, messages, model=config.llm.memo_model
             )
         except LlmFailed as error:
-            await self._record_llm_run(period, started, None, errors=1)
+            await self._record_llm_run(period, at, None, errors=1)
             self.failures.append(f"{period.message_id}: the memo was not written: {error}")
             self.say(self.failures[-1])
             return
@@ -264,15 +269,20 @@ class ReportDesk:
             facts=orjson.loads(orjson.dumps(facts)),
         )
         await self.publisher.publish(memo)
-        await self._record_llm_run(period, started, result)
+        await self._record_llm_run(period, at, result)
         self.say(f"{period.message_id}: memo written to {path} ({_usage(result)})")
-        await self._proposals(period, claim_id, facts, projection.agents())
+        await self._proposals(period, claim_id, facts, projection.agents(), at)
         await self._send(
             period, claim_id, ic_memo_email(period.message_id, result.text, config.email.ic_subject)
         )
 
     async def _proposals(
-        self, period: Period, claim_id: uuid.UUID, facts: dict[str, object], agents: list[str]
+        self,
+        period: Period,
+        claim_id: uuid.UUID,
+        facts: dict[str, object],
+        agents: list[str],
+        at: datetime,
     ) -> None:
         config = self.config
 
@@ -285,14 +295,13 @@ class ReportDesk:
                 schema_name="agent_proposals",
             )
 
-        started = utc_now()
         try:
             outcome = await asyncio.to_thread(propose, chat, facts, agents)
         except LlmFailed as error:
             await self._publish_invalid(period, claim_id, f"the LLM call failed: {error}", 1, "")
             return
         for number, result in enumerate(outcome.results):
-            await self._record_llm_run(period, started, result, attempt=number + 1)
+            await self._record_llm_run(period, at, result, attempt=number + 1)
         if outcome.batch is None:
             reason = outcome.reason or "invalid output"
             await self._publish_invalid(period, claim_id, reason, outcome.attempts, outcome.raw)
@@ -333,22 +342,23 @@ class ReportDesk:
     async def _record_llm_run(
         self,
         period: Period,
-        started: datetime,
+        at: datetime,
         result: ChatResult | None,
         errors: int = 0,
         attempt: int = 0,
     ) -> None:
-        """The memo's LLM spend as an agent run, so it is reported like any agent's."""
+        """The memo's LLM spend as an agent run at `at`, so it is reported like any agent's."""
         run_id = derived_event_id("llm-run", period.job, period.key, attempt, errors)
+        latency_ms = result.latency_ms if result else 0
         await self.publisher.publish(
             RunCompleted.create(
                 event_id=derived_event_id(RunCompleted.TYPE, run_id),
-                ts=utc_now(),
+                ts=at,
                 producer=PRODUCER,
                 agent=MEMO_AGENT,
                 run_id=run_id,
-                started_at=started,
-                latency_ms=result.latency_ms if result else 0,
+                started_at=at - timedelta(milliseconds=latency_ms),
+                latency_ms=latency_ms,
                 tokens_in=result.tokens_in if result else 0,
                 tokens_out=result.tokens_out if result else 0,
                 cost_usd=(result.cost_usd or 0.0) if result else 0.0,

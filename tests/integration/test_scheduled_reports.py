@@ -17,6 +17,7 @@ import pytest
 
 from projections.log import read_broker
 from projections.replay import BrokerSource
+from schemas.envelope import format_utc
 from schemas.events import (
     AgentProposed,
     AgentSpawned,
@@ -147,6 +148,8 @@ async def test_metasup_memo_writes_records_proposes_and_emails_and_an_accept_onl
     assert (desk.data_dir / memo.path).read_text() == MEMO
     memo_runs = [e for e in events if isinstance(e, RunCompleted) and e.agent == MEMO_AGENT]
     assert sum(r.cost_usd for r in memo_runs) == pytest.approx(2 * memo.cost_usd)
+    # In the fleet's own time (the report's clock), not the wall clock: the desk is of 2024.
+    assert {format_utc(r.ts) for r in memo_runs} == {memo.facts["as_of"]}
     proposed = [e for e in events if isinstance(e, AgentProposed)]
     assert sorted(p.name for p in proposed) == ["breakout-2", "carry-4", "revert-3"]
 
