@@ -364,6 +364,8 @@ class MemoWritten(Event):
     latency_ms: int = Field(ge=0)
     # The figures the memo was written from: the next memo says what changed since.
     facts: dict[str, Any] = Field(default_factory=dict)
+    # Sections of SPEC 8 the model left out (the memo is kept and sent all the same).
+    missing_sections: list[str] = Field(default_factory=list)
 
 
 class EmailDispatched(Event):

@@ -41,7 +41,7 @@ from streams.email.message import OutgoingEmail, forensics_email, ic_memo_email,
 from streams.email.send import deliver
 from streams.llm.chat import ChatResult, LlmFailed, Messages, complete, prompt_sha256
 from streams.llm.config import LlmSettings
-from streams.llm.memo import memo_facts, memo_messages, what_changed
+from streams.llm.memo import memo_facts, memo_markdown_ok, memo_messages, what_changed
 from streams.llm.proposals import PROPOSAL_JSON_SCHEMA, proposal_messages, propose
 from streams.schedule.claims import (
     PRODUCER,
@@ -267,8 +267,11 @@ class ReportDesk:
             cost_usd=result.cost_usd,
             latency_ms=result.latency_ms,
             facts=orjson.loads(orjson.dumps(facts)),
+            missing_sections=memo_markdown_ok(result.text),
         )
         await self.publisher.publish(memo)
+        if memo.missing_sections:
+            self.say(f"{period.message_id}: the memo lacks {', '.join(memo.missing_sections)}")
         await self._record_llm_run(period, at, result)
         self.say(f"{period.message_id}: memo written to {path} ({_usage(result)})")
         await self._proposals(period, claim_id, facts, projection.agents(), at)

@@ -146,6 +146,7 @@ async def test_metasup_memo_writes_records_proposes_and_emails_and_an_accept_onl
     assert (memo.model, memo.tokens_in, memo.tokens_out) == (FAKE_MODEL, 120, 30)
     assert memo.cost_usd == cost_usd(FAKE_MODEL, 120, 30) and memo.cost_usd
     assert (desk.data_dir / memo.path).read_text() == MEMO
+    assert memo.missing_sections == []
     memo_runs = [e for e in events if isinstance(e, RunCompleted) and e.agent == MEMO_AGENT]
     assert sum(r.cost_usd for r in memo_runs) == pytest.approx(2 * memo.cost_usd)
     # In the fleet's own time (the report's clock), not the wall clock: the desk is of 2024.
@@ -196,7 +197,7 @@ async def test_invalid_proposals_are_retried_once_then_refused_with_the_reason(
     broker: EmbeddedBroker, prefix: str, desk: Settings, openai_fake: FakeOpenAI
 ) -> None:
     too_few = json.dumps({"proposals": json.loads(proposals_json())["proposals"][:1]})
-    openai_fake.answer(MEMO, "not json at all", too_few)
+    openai_fake.answer(MEMO.split("## Risk")[0], "not json at all", too_few)
     code, out = await metasup(desk, broker, "memo", env=services(openai_fake, None))
     assert code == 0, out
     assert len(openai_fake.requests) == 3  # the memo, the proposals, their one retry
@@ -209,6 +210,8 @@ async def test_invalid_proposals_are_retried_once_then_refused_with_the_reason(
     assert not [e for e in events if isinstance(e, AgentProposed)]
     code, out = await metasup(desk, broker, "proposals", "list")
     assert "no open proposals" in out and "refused LLM output" in out, out
+    [memo] = [e for e in await read_events(broker, prefix, "reports") if isinstance(e, MemoWritten)]
+    assert memo.missing_sections == ["Risk", "What changed", "Decisions", "Next-week plan"]
 
 
 async def test_without_keys_emails_go_to_the_outbox_and_the_command_says_so(
