@@ -17,7 +17,11 @@ entry (streams.fleet.deployed), which is what the breach watches.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import compress
+from operator import is_not
 
 from pydantic import Field
 
@@ -127,6 +131,68 @@ def _add_class_trade(
     return book.model_copy(update={"class_trades": {**book.class_trades, rec.strategy_class: days}})
 
 
+@dataclass
+class _Members:
+    """What `_ClassFigures` remembers of one class: each member's assessment (by name, in
+    name order) and, for those that count, its multiplier and cost."""
+
+    names: tuple[str, ...]
+    assessed: list[AgentAssessed | None]
+    counts: list[bool]
+    mults: list[float]
+    costs: list[float]
+
+
+class _ClassFigures:
+    """The multipliers and the summed cost of a class's members, as judging the class reads
+    them, remembered by the identity of each member's assessment.
+
+    A trade changes one agent's assessment, yet its class is judged on all of its members
+    (250 per class in a fleet of 1,000), and reading each one's figures (a cold object
+    apiece) was most of what judging cost, per trade. Assessments are frozen: one that is
+    the same object has the same figures, so only the members whose assessment changed are
+    read again. The cost is summed in the same order over the same floats, so to the same
+    bits. Holding the assessments (not ids) makes an identity test safe; a second book in
+    the process only makes a rebuild.
+    """
+
+    def __init__(self) -> None:
+        self._by_class: dict[str, _Members] = {}
+
+    def of(
+        self,
+        strategy_class: str,
+        names: tuple[str, ...],
+        agents: Mapping[str, AgentAssessed],
+    ) -> tuple[dict[str, float], float]:
+        """The multipliers by name (in name order) and the summed cost of the class's members
+        that count: assessed, and still in the class (spawned agents not yet assessed have
+        nothing to add)."""
+        current = list(map(agents.get, names))
+        known = self._by_class.get(strategy_class)
+        if known is None or known.names != names:
+            known = _Members(names, [None] * len(names), [False] * len(names), [], [])
+            known.mults = [0.0] * len(names)
+            known.costs = [0.0] * len(names)
+            changed: Iterable[int] = range(len(names))
+            self._by_class[strategy_class] = known
+        else:
+            changed = list(compress(range(len(names)), map(is_not, current, known.assessed)))
+        for index in changed:
+            assessed = current[index]
+            known.assessed[index] = assessed
+            counts = assessed is not None and assessed.strategy_class == strategy_class
+            known.counts[index] = counts
+            if assessed is not None and counts:
+                known.mults[index] = assessed.mult
+                known.costs[index] = assessed.stats.cost_usd
+        mults = dict(compress(zip(names, known.mults, strict=True), known.counts))
+        return mults, sum(compress(known.costs, known.counts))
+
+
+_CLASS_FIGURES = _ClassFigures()
+
+
 def _judge_class(
     book: FleetBook,
     strategy_class: str,
@@ -137,19 +203,14 @@ def _judge_class(
 ) -> tuple[FleetBook, list[Event]]:
     if strategy_class in book.classes_killed:
         return book, []
-    # The class's members by name (kept as they appear), not a scan of the whole fleet per
-    # trade; spawned agents not yet assessed have nothing to add.
-    members = [
-        assessed
-        for name in book.class_members.get(strategy_class, ())
-        if (assessed := book.agents.get(name)) is not None
-        and assessed.strategy_class == strategy_class
-    ]
+    mults, cost_usd = _CLASS_FIGURES.of(
+        strategy_class, book.class_members.get(strategy_class, ()), book.agents
+    )
     inputs = summarise_class(
         strategy_class,
         book.class_trades.get(strategy_class, {}),
-        {a.agent: a.mult for a in members},
-        sum(a.stats.cost_usd for a in members),
+        mults,
+        cost_usd,
         at,
         policy,
         policy.class_regimes.get(strategy_class, ()),
