@@ -634,6 +634,32 @@ def test_a_class_meeting_one_condition_is_spared(
     assert of_type(emitted, StrategyKilled) == []
 
 
+def test_a_class_is_judged_on_its_members_latest_multipliers() -> None:
+    # Losses in RISK_ON, the regime the class is meant for: only losing_periods holds until
+    # a member's multiplier drops and the class's mean confidence falls under 0.8.
+    trades = class_trades(
+        [(20 * DAY, -10.0, "RISK_ON"), (13 * DAY, -10.0, "RISK_ON"), (0 * DAY, -10.0, "RISK_ON")]
+    )
+    fleet = fleet_with(DECLARED)
+    members = [assessed(name, T0, mult=1.0, strategy_class="momentum") for name in ("a", "b")]
+    confident, _ = feed([*members, *trades[:2]], fleet=fleet)
+    doubting, _ = feed(
+        [assessed("b", AT - HOUR, mult=0.1, strategy_class="momentum")], fleet=fleet, book=confident
+    )
+
+    # The last loss judged in both books, one after the other and again.
+    _, spared = feed(trades[2:], fleet=fleet, book=confident)
+    _, killed = feed(trades[2:], fleet=fleet, book=doubting)
+    _, spared_again = feed(trades[2:], fleet=fleet, book=confident)
+
+    assert of_type(spared, StrategyKilled) == of_type(spared_again, StrategyKilled) == []
+    [kill] = of_type(killed, StrategyKilled)
+    assert kill.reason == "2 of 4 conditions hold: losing_periods, low_confidence"
+    confidence = kill.evidence["low_confidence"]["evidence"]
+    assert confidence["agents"] == 2
+    assert confidence["mean_confidence"] == pytest.approx(0.55)
+
+
 def test_a_class_already_on_the_kill_list_is_not_killed_again() -> None:
     on_list = StrategyKilled.create(ts=T0, producer="t", target="momentum", source="operator")
     trades = class_trades(
