@@ -7,15 +7,17 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import openai
 import orjson
-from openai.types.chat import ChatCompletionMessageParam
-from openai.types.shared_params import ResponseFormatJSONSchema
 
 from streams.llm.config import API_KEY_VARS, LlmSettings
 from streams.llm.pricing import cost_usd
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
 
 Messages = list[dict[str, str]]
 
@@ -59,6 +61,8 @@ def _advice(status: int | None) -> str:
 
 
 def _failure_message(error: openai.APIError, retries: int) -> str:
+    import openai
+
     status = error.status_code if isinstance(error, openai.APIStatusError) else None
     what = f"HTTP {status}" if status is not None else type(error).__name__
     return (
@@ -80,6 +84,10 @@ def complete(
     the caller still validates what comes back."""
     if settings.api_key is None:
         raise LlmUnavailable(f"no OpenAI API key: set {' or '.join(API_KEY_VARS)}")
+    # Imported here, when a completion is made: the client takes ~1 s to import, which
+    # every `metasup` command paid before (they all load every subcommand).
+    import openai
+
     client = openai.OpenAI(
         api_key=settings.api_key,
         base_url=settings.base_url,
