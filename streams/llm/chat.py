@@ -106,7 +106,7 @@ def complete(
             response = client.chat.completions.create(
                 model=model,
                 # Our messages are plain role/content pairs, which is what these params are.
-                messages=cast(list[ChatCompletionMessageParam], messages),
+                messages=cast("list[ChatCompletionMessageParam]", messages),
                 temperature=settings.temperature,
                 max_tokens=settings.max_tokens,
                 response_format=response_format,
